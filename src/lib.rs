@@ -1,1 +1,7 @@
-pub mod x {}
+//! Roundabout: a SIP edge proxy that bridges UDP, TCP, TLS, WS and WSS.
+//!
+//! `sip` is the message layer, `config` the command line, `routing` and `proxy` the pure
+//! proxy decisions and rewrites; `actors` (in the top-level `actors/` folder) wires them to
+//! sockets.
+
+pub mod sip;

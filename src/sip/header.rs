@@ -1,0 +1,143 @@
+//! Header names Roundabout must recognise, including RFC 3261 compact forms.
+//!
+//! Every other header is `Other` and is forwarded byte for byte.
+
+/// The headers a proxy reads or edits. Anything else is `Other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HeaderName {
+    Via,
+    Route,
+    RecordRoute,
+    Path,
+    Contact,
+    CallId,
+    CSeq,
+    From,
+    To,
+    MaxForwards,
+    ContentLength,
+    Expires,
+    Other,
+}
+
+impl HeaderName {
+    /// Recognises full names in any case and the compact forms (`v`, `m`, `i`, `f`, `t`, `l`).
+    pub fn parse(name: &[u8]) -> HeaderName {
+        if name.len() == 1 {
+            return match name[0].to_ascii_lowercase() {
+                b'v' => HeaderName::Via,
+                b'm' => HeaderName::Contact,
+                b'i' => HeaderName::CallId,
+                b'f' => HeaderName::From,
+                b't' => HeaderName::To,
+                b'l' => HeaderName::ContentLength,
+                _ => HeaderName::Other,
+            };
+        }
+        const NAMES: [(&[u8], HeaderName); 12] = [
+            (b"via", HeaderName::Via),
+            (b"route", HeaderName::Route),
+            (b"record-route", HeaderName::RecordRoute),
+            (b"path", HeaderName::Path),
+            (b"contact", HeaderName::Contact),
+            (b"call-id", HeaderName::CallId),
+            (b"cseq", HeaderName::CSeq),
+            (b"from", HeaderName::From),
+            (b"to", HeaderName::To),
+            (b"max-forwards", HeaderName::MaxForwards),
+            (b"content-length", HeaderName::ContentLength),
+            (b"expires", HeaderName::Expires),
+        ];
+        NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, h)| *h)
+            .unwrap_or(HeaderName::Other)
+    }
+
+    /// The full name used when Roundabout writes this header itself.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeaderName::Via => "Via",
+            HeaderName::Route => "Route",
+            HeaderName::RecordRoute => "Record-Route",
+            HeaderName::Path => "Path",
+            HeaderName::Contact => "Contact",
+            HeaderName::CallId => "Call-ID",
+            HeaderName::CSeq => "CSeq",
+            HeaderName::From => "From",
+            HeaderName::To => "To",
+            HeaderName::MaxForwards => "Max-Forwards",
+            HeaderName::ContentLength => "Content-Length",
+            HeaderName::Expires => "Expires",
+            HeaderName::Other => "X-Unknown",
+        }
+    }
+}
+
+/// Splits a header value into its comma-separated values, ignoring commas inside quotes and
+/// angle brackets (`Contact: "Doe, J" <sip:j@x>, <sip:k@y>`). Returns trimmed byte ranges.
+pub fn split_values(value: &str) -> Vec<std::ops::Range<usize>> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::new();
+    let (mut in_quote, mut in_angle, mut escaped) = (false, false, false);
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' if in_quote => escaped = true,
+            b'"' => in_quote = !in_quote,
+            b'<' if !in_quote => in_angle = true,
+            b'>' if !in_quote => in_angle = false,
+            b',' if !in_quote && !in_angle => {
+                push_trimmed(value, start..i, &mut out);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    push_trimmed(value, start..bytes.len(), &mut out);
+    out
+}
+
+fn push_trimmed(value: &str, r: std::ops::Range<usize>, out: &mut Vec<std::ops::Range<usize>>) {
+    let s = &value[r.clone()];
+    let lead = s.len() - s.trim_start().len();
+    let trail = s.len() - s.trim_end().len();
+    if lead + trail < s.len() {
+        out.push(r.start + lead..r.end - trail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_and_full_names() {
+        assert_eq!(HeaderName::parse(b"v"), HeaderName::Via);
+        assert_eq!(HeaderName::parse(b"VIA"), HeaderName::Via);
+        assert_eq!(HeaderName::parse(b"m"), HeaderName::Contact);
+        assert_eq!(HeaderName::parse(b"i"), HeaderName::CallId);
+        assert_eq!(HeaderName::parse(b"l"), HeaderName::ContentLength);
+        assert_eq!(HeaderName::parse(b"Record-route"), HeaderName::RecordRoute);
+        assert_eq!(HeaderName::parse(b"X-Foo"), HeaderName::Other);
+        assert_eq!(HeaderName::parse(b"c"), HeaderName::Other);
+    }
+
+    #[test]
+    fn splits_outside_quotes_and_brackets() {
+        let v = r#""Doe, J" <sip:j@x;a=1,2>;q=1 ,  <sip:k@y>,sip:z@w"#;
+        let parts: Vec<&str> = split_values(v).into_iter().map(|r| &v[r]).collect();
+        assert_eq!(
+            parts,
+            vec![r#""Doe, J" <sip:j@x;a=1,2>;q=1"#, "<sip:k@y>", "sip:z@w"]
+        );
+        assert!(split_values("  ").is_empty());
+        let q = r#""a \" , b" <sip:x>"#;
+        assert_eq!(split_values(q).len(), 1);
+    }
+}
