@@ -1,0 +1,319 @@
+//! Configuration: the command line turned into checked, typed settings.
+//!
+//! `flags` reads the Go-style command line; this module validates it into a [`Command`].
+//! Anything that would make the proxy misbehave is a [`ConfigError`] (exit code 2);
+//! a malformed trusted-server dataset is only a warning, as in the original program.
+
+pub mod client_networks;
+pub mod flags;
+pub mod trusted_server;
+
+use crate::sip::Transport;
+use cidr::IpCidr;
+pub use flags::Flags;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+pub use trusted_server::TrustedServer;
+
+/// Listening ports; 0 disables a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub udp: u16,
+    pub tcp: u16,
+    pub tls: u16,
+    pub ws: u16,
+    pub wss: u16,
+}
+
+impl Ports {
+    pub fn get(&self, t: Transport) -> u16 {
+        match t {
+            Transport::Udp => self.udp,
+            Transport::Tcp => self.tcp,
+            Transport::Tls => self.tls,
+            Transport::Ws => self.ws,
+            Transport::Wss => self.wss,
+        }
+    }
+}
+
+/// Everything the proxy needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub local_ip: IpAddr,
+    pub local_fqdn: Option<String>,
+    pub contact_header_fqdn: bool,
+    pub bind_ip: IpAddr,
+    pub ports: Ports,
+    pub strict_host: bool,
+    pub strict_client: bool,
+    pub ack_ruri: bool,
+    pub trusted_servers: Vec<TrustedServer>,
+    pub client_networks: Vec<IpCidr>,
+    pub default_sip_server: Option<TrustedServer>,
+    pub default_network: Transport,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Whether -tls-cert/-tls-key were given: then failing to load them is fatal.
+    pub tls_files_explicit: bool,
+    pub log_level: log::LevelFilter,
+    /// Said once at start-up (skipped datasets, open relay...).
+    pub warnings: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_flags(Flags::default_values()).expect("defaults are valid")
+    }
+}
+
+/// What the command line asks for.
+pub enum Command {
+    Proxy(Box<Config>),
+    Csr(crate::csr::CsrRequest, Option<PathBuf>),
+    Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    BadValue {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    DefaultServerNotTrusted(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::BadValue {
+                flag,
+                value,
+                reason,
+            } => write!(f, "invalid value '{value}' for -{flag}: {reason}"),
+            ConfigError::DefaultServerNotTrusted(v) => write!(
+                f,
+                "-default-sip-server '{v}' is not a trusted server: add it to -trusted-server \
+                 (its IP or one of its FQDNs) so roundabout knows its port and protocol"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Flags {
+    /// The values argh gives when no flag is passed.
+    pub fn default_values() -> Flags {
+        match flags::parse(&[]) {
+            flags::Parsed::Flags(f) => *f,
+            other => unreachable!("empty command line is valid: {other:?}"),
+        }
+    }
+}
+
+impl Command {
+    pub fn from_flags(f: Flags) -> Result<Command, ConfigError> {
+        if f.version {
+            return Ok(Command::Version);
+        }
+        if f.csr {
+            let sans = f
+                .csr_san
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            let req = crate::csr::CsrRequest {
+                country: f.csr_c,
+                common_name: f.csr_cn,
+                locality: f.csr_l,
+                organization: f.csr_o,
+                organizational_unit: f.csr_ou,
+                province: f.csr_p,
+                sans,
+                key_path: PathBuf::from(f.tls_key.unwrap_or_else(|| "key.pem".into())),
+            };
+            return Ok(Command::Csr(req, f.csr_out.map(PathBuf::from)));
+        }
+        Config::from_flags(f).map(|c| Command::Proxy(Box::new(c)))
+    }
+}
+
+impl Config {
+    pub fn from_flags(f: Flags) -> Result<Config, ConfigError> {
+        let ip = |flag: &'static str, v: &str| -> Result<IpAddr, ConfigError> {
+            v.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| ConfigError::BadValue {
+                    flag,
+                    value: v.into(),
+                    reason: "not an IP address".into(),
+                })
+        };
+        let local_ip = ip("local-ip", f.local_ip.as_deref().unwrap_or("127.0.0.1"))?;
+        let bind_ip = match &f.bind_ip {
+            Some(b) => ip("bind-ip", b)?,
+            None => local_ip,
+        };
+        let default_network: Transport =
+            f.default_network
+                .parse()
+                .map_err(|e: crate::sip::transport::UnknownTransport| ConfigError::BadValue {
+                    flag: "default-network",
+                    value: f.default_network.clone(),
+                    reason: e.to_string(),
+                })?;
+        let log_level = f.log_level.parse().map_err(|_| ConfigError::BadValue {
+            flag: "log-level",
+            value: f.log_level.clone(),
+            reason: "use error, warn, info, debug or trace".into(),
+        })?;
+        if f.trusted_client_mask > 128 {
+            return Err(ConfigError::BadValue {
+                flag: "trusted-client-mask",
+                value: f.trusted_client_mask.to_string(),
+                reason: "a prefix length is at most 32 (IPv4) or 128 (IPv6)".into(),
+            });
+        }
+        let mut warnings = Vec::new();
+        let (trusted_servers, w) =
+            trusted_server::parse_trusted_servers(f.trusted_server.as_deref().unwrap_or(""));
+        warnings.extend(w);
+        let client_networks = client_networks::parse_client_networks(
+            f.trusted_client_ip.as_deref().unwrap_or(""),
+            f.trusted_client_mask,
+        )
+        .map_err(|reason| ConfigError::BadValue {
+            flag: "trusted-client-ip",
+            value: f.trusted_client_ip.clone().unwrap_or_default(),
+            reason,
+        })?;
+        let default_sip_server = match &f.default_sip_server {
+            None => None,
+            Some(name) => Some(
+                trusted_servers
+                    .iter()
+                    .find(|s| s.matches_host(name))
+                    .cloned()
+                    .ok_or_else(|| ConfigError::DefaultServerNotTrusted(name.clone()))?,
+            ),
+        };
+        if f.contact_header_fqdn && f.local_fqdn.is_none() {
+            return Err(ConfigError::BadValue {
+                flag: "contact-header-fqdn",
+                value: "true".into(),
+                reason: "needs -local-fqdn".into(),
+            });
+        }
+        if !f.strict_host {
+            warnings.push(format!(
+                "open relay: without -strict-host, requests for any host are relayed (over {} to unknown hosts)",
+                default_network
+            ));
+        }
+        if !f.strict_client {
+            warnings.push(
+                "without -strict-client any address may REGISTER through roundabout".into(),
+            );
+        } else if client_networks.is_empty() {
+            warnings.push(
+                "-strict-client without -trusted-client-ip: every REGISTER will be refused".into(),
+            );
+        }
+        let ports = Ports {
+            udp: f.udp_port,
+            tcp: f.tcp_port,
+            tls: f.tls_port,
+            ws: f.ws_port,
+            wss: f.wss_port,
+        };
+        Ok(Config {
+            local_ip,
+            local_fqdn: f.local_fqdn,
+            contact_header_fqdn: f.contact_header_fqdn,
+            bind_ip,
+            ports,
+            strict_host: f.strict_host,
+            strict_client: f.strict_client,
+            ack_ruri: f.ack_ruri,
+            trusted_servers,
+            client_networks,
+            default_sip_server,
+            default_network,
+            tls_files_explicit: f.tls_cert.is_some() || f.tls_key.is_some(),
+            tls_cert: PathBuf::from(f.tls_cert.unwrap_or_else(|| "cert.pem".into())),
+            tls_key: PathBuf::from(f.tls_key.unwrap_or_else(|| "key.pem".into())),
+            log_level,
+            warnings,
+        })
+    }
+
+    /// The port Roundabout advertises for a transport: its listener's, or the transport's
+    /// default when that listener is off (the address still has to be written somewhere).
+    pub fn advertised_port(&self, t: Transport) -> u16 {
+        match self.ports.get(t) {
+            0 => t.default_port(),
+            p => p,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &str) -> Result<Config, ConfigError> {
+        let argv: Vec<String> = args.split_whitespace().map(String::from).collect();
+        match flags::parse(&argv) {
+            flags::Parsed::Flags(f) => Config::from_flags(*f),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_flags_is_loopback_open_relay() {
+        let c = config("").unwrap();
+        assert_eq!(c.local_ip.to_string(), "127.0.0.1");
+        assert_eq!(c.bind_ip, c.local_ip);
+        assert_eq!(c.default_network, Transport::Tcp);
+        assert!(c.warnings.iter().any(|w| w.contains("open relay")));
+        assert!(!c.tls_files_explicit);
+    }
+
+    #[test]
+    fn default_server_must_be_trusted() {
+        let c = config("-trusted-server 203.0.113.110:pbx.example.com:5060:wss: -default-sip-server pbx.example.com").unwrap();
+        assert_eq!(c.default_sip_server.unwrap().port, 5060);
+        let e = config("-trusted-server 203.0.113.110::5060:wss: -default-sip-server 203.0.113.111").unwrap_err();
+        assert!(e.to_string().contains("203.0.113.111"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (args, flag) in [
+            ("-local-ip nope", "-local-ip"),
+            ("-bind-ip 1.2.3", "-bind-ip"),
+            ("-default-network sctp", "-default-network"),
+            ("-log-level loud", "-log-level"),
+            ("-trusted-client-ip 1.2.3.4/99", "-trusted-client-ip"),
+            ("-contact-header-fqdn", "-contact-header-fqdn"),
+        ] {
+            let e = config(args).unwrap_err().to_string();
+            assert!(e.contains(flag), "{args}: {e}");
+        }
+    }
+
+    #[test]
+    fn strict_flags_quiet_the_warnings() {
+        let c = config("-strict-host -strict-client -trusted-client-ip 192.0.2.0").unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.client_networks.len(), 1);
+    }
+}
