@@ -6,4 +6,6 @@
 
 pub mod config;
 pub mod csr;
+pub mod proxy;
+pub mod routing;
 pub mod sip;

@@ -1,0 +1,107 @@
+//! Via branch ids Roundabout writes, and loop detection with them (RFC 3261 16.6 step 8,
+//! 16.3 step 4).
+//!
+//! A branch is `z9hG4bK-rb<loop hash>-<unique part>`. The loop hash covers the fields that a
+//! looping request keeps unchanged (Request-URI, From tag, To tag, Call-ID, CSeq number), so
+//! a request that comes back with one of our Vias carrying the same hash is a loop, while a
+//! legitimate spiral (retargeted by a server, so another Request-URI) is not.
+
+use crate::proxy::rewrite::{to_tag, ProxyAddress};
+use crate::sip::uri::NameAddr;
+use crate::sip::via::Via;
+use crate::sip::{HeaderName, SipMessage};
+use std::hash::{BuildHasher, BuildHasherDefault};
+
+pub const MAGIC: &str = "z9hG4bK";
+const OURS: &str = "z9hG4bK-rb";
+
+type Fixed = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
+/// Makes unique branch ids: a per-process random prefix, a shard number and a counter.
+#[derive(Debug, Clone)]
+pub struct BranchGenerator {
+    prefix: u32,
+    counter: u64,
+}
+
+impl BranchGenerator {
+    pub fn new(shard: usize) -> Self {
+        let random = std::collections::hash_map::RandomState::new().hash_one(shard) as u32;
+        BranchGenerator {
+            prefix: random ^ (shard as u32),
+            counter: 0,
+        }
+    }
+
+    pub fn next(&mut self, msg: &SipMessage) -> String {
+        self.counter += 1;
+        format!(
+            "{OURS}{:x}-{:x}{:x}",
+            loop_hash(msg),
+            self.prefix,
+            self.counter
+        )
+    }
+}
+
+/// Whether the top Via of a response is one Roundabout wrote.
+pub fn is_our_branch(branch: &str) -> bool {
+    branch.starts_with(OURS)
+}
+
+fn loop_hash(msg: &SipMessage) -> u32 {
+    let from_tag = msg
+        .first_value(HeaderName::From)
+        .and_then(|v| NameAddr::parse(v).ok())
+        .and_then(|n| n.tag().map(String::from));
+    let cseq = msg.cseq().map(|(n, _)| n);
+    Fixed::default().hash_one((
+        msg.request_uri(),
+        from_tag,
+        to_tag(msg),
+        msg.call_id(),
+        cseq,
+    )) as u32
+}
+
+/// A request that already went through Roundabout unchanged is looping.
+pub fn is_loop(msg: &SipMessage, local: &ProxyAddress) -> bool {
+    let expected = format!("{OURS}{:x}-", loop_hash(msg));
+    msg.values(HeaderName::Via).any(|v| {
+        Via::parse(v).is_ok_and(|via| {
+            via.branch().is_some_and(|b| b.starts_with(&expected))
+                && local.identity.is_us(via.host, via.port)
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::routing::LocalIdentity;
+    use bytes::Bytes;
+
+    fn msg(s: String) -> SipMessage {
+        SipMessage::parse(Bytes::from(s)).unwrap()
+    }
+
+    #[test]
+    fn detects_loops_not_spirals() {
+        let local = ProxyAddress::new(LocalIdentity::from_config(&Config::default()), false);
+        let mut gen = BranchGenerator::new(0);
+        let req = |ruri: &str, via: &str| {
+            msg(format!("INVITE {ruri} SIP/2.0\r\n{via}Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n"))
+        };
+        let first = req("sip:b@y", "");
+        let b = gen.next(&first);
+        assert!(b.starts_with("z9hG4bK-rb") && is_our_branch(&b));
+        assert_ne!(b, gen.next(&first));
+        let ours = format!("Via: SIP/2.0/UDP 127.0.0.1:5060;branch={b}\r\n");
+        assert!(is_loop(&req("sip:b@y", &ours), &local));
+        assert!(!is_loop(&req("sip:b@z", &ours), &local), "retargeted: a spiral");
+        assert!(!is_loop(&first, &local));
+        let elsewhere = format!("Via: SIP/2.0/UDP 127.0.0.9:5060;branch={b}\r\n");
+        assert!(!is_loop(&req("sip:b@y", &elsewhere), &local));
+    }
+}

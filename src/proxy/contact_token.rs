@@ -1,0 +1,127 @@
+//! The token Roundabout writes into a Contact it rewrites, so a request later sent to that
+//! Contact finds the original target again even when a peer ignores Record-Route.
+//!
+//! `;rbt=udp~192.0.2.35~5060~0~<mac>~<escaped original URI>`: how the target reached us
+//! (transport, address, flow) and the URI it wrote. The MAC is keyed per process, so nobody
+//! can forge a token that turns Roundabout into a relay to an address of their choosing.
+
+use crate::routing::{Destination, FlowId, Source};
+use crate::sip::uri::{escape_param, unescape_param};
+use crate::sip::Transport;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+
+/// The URI parameter name.
+pub const PARAM: &str = "rbt";
+
+/// The per-process key. Clones share it (all Router shards must accept each other's tokens).
+#[derive(Clone, Default)]
+pub struct TokenKey(std::collections::hash_map::RandomState);
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey(..)")
+    }
+}
+
+/// A decoded token: who the contact belonged to and what it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactToken {
+    pub source: Source,
+    pub original_uri: String,
+}
+
+impl ContactToken {
+    /// Where a request for this contact goes: down the same connection for stream peers,
+    /// to the address (symmetric, RFC 3581) for UDP.
+    pub fn destination(&self) -> Destination {
+        if self.source.transport.is_stream() {
+            Destination::Flow {
+                flow: self.source.flow,
+                transport: self.source.transport,
+                remote: self.source.remote,
+            }
+        } else {
+            Destination::Address {
+                transport: self.source.transport,
+                addr: self.source.remote,
+                tls_name: None,
+            }
+        }
+    }
+}
+
+impl TokenKey {
+    fn mac(&self, t: Transport, addr: &SocketAddr, flow: FlowId, uri: &str) -> u64 {
+        self.0.hash_one((t.name(), addr, flow.0, uri))
+    }
+
+    pub fn encode(&self, source: &Source, original_uri: &str) -> String {
+        let mac = self.mac(source.transport, &source.remote, source.flow, original_uri);
+        format!(
+            "{}~{}~{}~{}~{:x}~{}",
+            source.transport.name(),
+            source.remote.ip(),
+            source.remote.port(),
+            source.flow.0,
+            mac,
+            escape_param(original_uri)
+        )
+    }
+
+    /// `None` for anything not made by this process (bad form or MAC).
+    pub fn decode(&self, value: &str) -> Option<ContactToken> {
+        let mut parts = value.splitn(6, '~');
+        let transport: Transport = parts.next()?.parse().ok()?;
+        let ip = parts.next()?.parse().ok()?;
+        let port: u16 = parts.next()?.parse().ok()?;
+        let flow = FlowId(parts.next()?.parse().ok()?);
+        let mac = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let original_uri = unescape_param(parts.next()?)?;
+        let remote = SocketAddr::new(ip, port);
+        (self.mac(transport, &remote, flow, &original_uri) == mac).then(|| ContactToken {
+            source: Source {
+                transport,
+                remote,
+                flow,
+            },
+            original_uri,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src() -> Source {
+        Source {
+            transport: Transport::Wss,
+            remote: "[2001:db8::7]:50123".parse().unwrap(),
+            flow: FlowId(42),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_destination() {
+        let key = TokenKey::default();
+        let uri = "sip:x8f@df7jal23ls0d.invalid;transport=ws;ob";
+        let tok = key.encode(&src(), uri);
+        assert!(!tok.contains(';') && !tok.contains('='), "{tok}");
+        let back = key.decode(&tok).unwrap();
+        assert_eq!(back.source, src());
+        assert_eq!(back.original_uri, uri);
+        assert!(matches!(back.destination(), Destination::Flow { flow: FlowId(42), .. }));
+    }
+
+    #[test]
+    fn forged_or_foreign_tokens_are_refused() {
+        let key = TokenKey::default();
+        let tok = key.encode(&src(), "sip:a@b");
+        assert!(TokenKey::default().decode(&tok).is_none(), "other process");
+        let forged = tok.replacen("50123", "5060", 1);
+        assert!(key.decode(&forged).is_none());
+        assert!(key.decode("garbage").is_none());
+        assert!(key.decode("udp~1.2.3.4~5060~0~zz~sip:a").is_none());
+    }
+}

@@ -1,0 +1,91 @@
+//! Responses Roundabout makes itself (100, 200 to CANCEL, 4xx/5xx), built from the request
+//! as RFC 3261 section 8.2.6 says: Via, From, To, Call-ID and CSeq copied, a To tag added
+//! to anything but 100.
+
+use crate::sip::{HeaderName, SipMessage};
+use bytes::Bytes;
+
+/// The To tag Roundabout uses for its own answers; stable per transaction so that
+/// retransmitted answers match (RFC 3261 8.2.6.2).
+pub fn local_tag(call_id: &str, branch: &str) -> String {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one((call_id, branch));
+    format!("rb{h:x}")
+}
+
+/// Builds a response to `req`. `top_via` replaces the first Via value (with received/rport
+/// filled in) when given.
+pub fn build_response(req: &SipMessage, code: u16, reason: &str, top_via: Option<&str>) -> Bytes {
+    let mut out = String::with_capacity(512);
+    out.push_str(&format!("SIP/2.0 {code} {reason}\r\n"));
+    let mut first_via = true;
+    for h in req.headers() {
+        let value = req.value(h);
+        match h.name {
+            HeaderName::Via => {
+                match (first_via, top_via) {
+                    (true, Some(v)) => {
+                        // Replace only the first value of the first Via line.
+                        let rest = crate::sip::header::split_values(value);
+                        out.push_str("Via: ");
+                        out.push_str(v);
+                        for r in rest.into_iter().skip(1) {
+                            out.push_str(", ");
+                            out.push_str(&value[r]);
+                        }
+                        out.push_str("\r\n");
+                    }
+                    _ => out.push_str(&format!("Via: {value}\r\n")),
+                }
+                first_via = false;
+            }
+            HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                out.push_str(&format!("{}: {}\r\n", h.name.as_str(), value));
+            }
+            HeaderName::To => {
+                out.push_str("To: ");
+                out.push_str(value);
+                let has_tag = crate::sip::uri::NameAddr::parse(value)
+                    .map(|n| n.tag().is_some())
+                    .unwrap_or(true);
+                if code > 100 && !has_tag {
+                    let branch = req.top_via().and_then(|v| v.branch()).unwrap_or("");
+                    out.push_str(";tag=");
+                    out.push_str(&local_tag(req.call_id().unwrap_or(""), branch));
+                }
+                out.push_str("\r\n");
+            }
+            _ => {}
+        }
+    }
+    out.push_str("Server: Roundabout\r\nContent-Length: 0\r\n\r\n");
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_dialog_headers_and_adds_tag() {
+        let req = SipMessage::parse(Bytes::from_static(
+            b"INVITE sip:b@x SIP/2.0\r\nv: SIP/2.0/UDP a:5060;branch=z9hG4bK1;rport, SIP/2.0/UDP c;branch=z9hG4bK0\r\n\
+              Via: SIP/2.0/UDP d;branch=z9hG4bKd\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: cid\r\nCSeq: 1 INVITE\r\nX-No: copy\r\n\r\n",
+        ))
+        .unwrap();
+        let r = build_response(&req, 404, "Not Found", Some("SIP/2.0/UDP a:5060;branch=z9hG4bK1;rport=5060;received=1.2.3.4"));
+        let text = std::str::from_utf8(&r).unwrap();
+        assert!(text.starts_with("SIP/2.0 404 Not Found\r\nVia: SIP/2.0/UDP a:5060;branch=z9hG4bK1;rport=5060;received=1.2.3.4, SIP/2.0/UDP c;branch=z9hG4bK0\r\nVia: SIP/2.0/UDP d;branch=z9hG4bKd\r\n"), "{text}");
+        assert!(text.contains("To: <sip:b@x>;tag=rb"));
+        assert!(text.contains("Call-ID: cid\r\nCSeq: 1 INVITE\r\n"));
+        assert!(!text.contains("X-No"));
+        let again = build_response(&req, 404, "Not Found", None);
+        let tag = |t: &str| t.split("tag=").nth(2).map(|s| s[..10].to_string());
+        assert_eq!(tag(text), tag(std::str::from_utf8(&again).unwrap()));
+        let trying = build_response(&req, 100, "Trying", None);
+        assert!(std::str::from_utf8(&trying).unwrap().contains("To: <sip:b@x>\r\n"));
+        let parsed = SipMessage::parse(r).unwrap();
+        assert_eq!(parsed.status(), Some(404));
+    }
+}

@@ -1,0 +1,481 @@
+//! Header rewriting for forwarded requests and responses, as pure functions.
+//!
+//! A proxy changes only what RFC 3261 section 16.6 and the transport bridge require:
+//! the Request-URI (retargeting), Max-Forwards, Route (loose routing), Record-Route, its own
+//! Via (plus received/rport on the sender's Via, RFC 3581) and Contact where the transport
+//! changes. Everything else is left to [`SipMessage::render`] to copy byte for byte.
+
+use super::contact_token::{TokenKey, PARAM};
+use crate::routing::{LocalIdentity, Source};
+use crate::sip::header::split_values;
+use crate::sip::uri::{find_param, NameAddr, SipUri};
+use crate::sip::via::Via;
+use crate::sip::{HeaderName, Rewrite, SipMessage, Transport};
+use std::net::IpAddr;
+
+/// How Roundabout writes its own address, per transport.
+#[derive(Debug, Clone)]
+pub struct ProxyAddress {
+    pub identity: LocalIdentity,
+    /// IP as written in a URI (IPv6 in brackets).
+    pub ip_host: String,
+    /// Host written into rewritten Contacts: the IP, or the FQDN with -contact-header-fqdn.
+    pub contact_host: String,
+}
+
+impl ProxyAddress {
+    pub fn new(identity: LocalIdentity, contact_fqdn: bool) -> ProxyAddress {
+        let ip_host = uri_host(identity.ip);
+        let contact_host = match (&identity.fqdn, contact_fqdn) {
+            (Some(f), true) => f.clone(),
+            _ => ip_host.clone(),
+        };
+        ProxyAddress {
+            identity,
+            ip_host,
+            contact_host,
+        }
+    }
+
+    /// The port written for a transport: its listener's, or the transport's default when off.
+    pub fn port(&self, t: Transport) -> u16 {
+        match self.identity.ports.get(t) {
+            0 => t.default_port(),
+            p => p,
+        }
+    }
+
+    /// A Via value for a request Roundabout sends on `t`.
+    pub fn via(&self, t: Transport, branch: &str) -> String {
+        format!(
+            "SIP/2.0/{} {}:{};branch={}",
+            t.via_token(),
+            self.ip_host,
+            self.port(t),
+            branch
+        )
+    }
+
+    /// A Record-Route value that brings in-dialog requests back on transport `t`.
+    pub fn record_route(&self, t: Transport) -> String {
+        format!("<sip:{}:{}{};lr>", self.ip_host, self.port(t), transport_param(t))
+    }
+
+    /// Roundabout's Contact URI on transport `t` for `user`, with extra parameters.
+    pub fn contact_uri(&self, t: Transport, user: Option<&str>, extra: &str) -> String {
+        let user = user.map(|u| format!("{u}@")).unwrap_or_default();
+        format!(
+            "sip:{user}{}:{}{}{extra}",
+            self.contact_host,
+            self.port(t),
+            transport_param(t)
+        )
+    }
+
+    pub fn is_us(&self, uri: &SipUri<'_>) -> bool {
+        self.identity.is_us(uri.host, uri.port)
+    }
+}
+
+pub fn uri_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    }
+}
+
+fn transport_param(t: Transport) -> String {
+    t.uri_param()
+        .map(|p| format!(";transport={p}"))
+        .unwrap_or_default()
+}
+
+/// Methods whose out-of-dialog request creates a dialog, so Roundabout must Record-Route.
+pub fn creates_dialog(msg: &SipMessage) -> bool {
+    matches!(msg.method(), "INVITE" | "SUBSCRIBE" | "REFER" | "NOTIFY") && to_tag(msg).is_none()
+}
+
+pub fn to_tag(msg: &SipMessage) -> Option<&str> {
+    msg.first_value(HeaderName::To)
+        .and_then(|v| NameAddr::parse(v).ok())
+        .and_then(|n| n.tag())
+}
+
+/// The sender's Via value with `received` and `rport` filled in (RFC 3261 18.2.1, RFC 3581).
+/// `None` when nothing needs to change.
+pub fn via_with_received(via_value: &str, source: &Source) -> Option<String> {
+    let via = Via::parse(via_value).ok()?;
+    let ip = source.remote.ip();
+    let wants_rport = matches!(via.rport(), Some(None));
+    let sent_by_is_source = crate::sip::uri::host_ip(via.host) == Some(ip);
+    if !wants_rport && sent_by_is_source {
+        return None;
+    }
+    // Rebuild the parameter list without any old received/rport, then add ours.
+    let head_len = via_value.len() - via.params.len();
+    let mut out = String::with_capacity(via_value.len() + 40);
+    out.push_str(via_value[..head_len].trim_end());
+    for p in via.params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let name = p.split('=').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
+            continue;
+        }
+        out.push(';');
+        out.push_str(p);
+    }
+    if wants_rport {
+        out.push_str(&format!(";rport={}", source.remote.port()));
+    }
+    out.push_str(&format!(";received={ip}"));
+    Some(out)
+}
+
+/// Removes the first `n` values of a header that may be spread over lines and comma lists
+/// (Route on loose routing, Via on responses).
+pub fn remove_first_values(msg: &SipMessage, name: HeaderName, mut n: usize, rw: &mut Rewrite) {
+    for (i, h) in msg.headers().iter().enumerate() {
+        if n == 0 {
+            return;
+        }
+        if h.name != name {
+            continue;
+        }
+        let value = msg.value(h);
+        let parts = split_values(value);
+        if parts.len() <= n {
+            n -= parts.len();
+            rw.remove(i);
+        } else {
+            let rest: Vec<&str> = parts[n..].iter().map(|r| &value[r.clone()]).collect();
+            rw.replace(i, rest.join(", "));
+            n = 0;
+        }
+    }
+}
+
+/// How many Route values on top point at Roundabout (two after double Record-Route), and
+/// the first one that does not.
+pub fn our_routes_on_top<'m>(msg: &'m SipMessage, local: &ProxyAddress) -> (usize, Option<&'m str>) {
+    let mut count = 0;
+    for value in msg.values(HeaderName::Route) {
+        let is_ours = NameAddr::parse(value)
+            .ok()
+            .and_then(|n| n.uri().ok())
+            .is_some_and(|u| local.is_us(&u));
+        if !is_ours {
+            return (count, Some(value));
+        }
+        count += 1;
+    }
+    (count, None)
+}
+
+/// Max-Forwards decremented, or set to 70 when absent (RFC 3261 16.6 step 3).
+pub fn decrement_max_forwards(msg: &SipMessage, rw: &mut Rewrite) {
+    match msg.first(HeaderName::MaxForwards) {
+        Some((i, v)) => {
+            let n: u32 = v.parse().unwrap_or(70);
+            rw.replace(i, n.saturating_sub(1).to_string());
+        }
+        None => rw.append.push("Max-Forwards: 70".into()),
+    }
+}
+
+/// Rewrites every Contact value (except `*` and non-SIP URIs) with `f(name_addr, uri)`.
+fn rewrite_contacts(
+    msg: &SipMessage,
+    rw: &mut Rewrite,
+    mut f: impl FnMut(&NameAddr<'_>, &SipUri<'_>) -> Option<String>,
+) {
+    for (i, h) in msg.headers().iter().enumerate() {
+        if h.name != HeaderName::Contact {
+            continue;
+        }
+        let value = msg.value(h);
+        let mut changed = false;
+        let parts: Vec<String> = split_values(value)
+            .into_iter()
+            .map(|r| {
+                let v = &value[r];
+                let new = NameAddr::parse(v)
+                    .ok()
+                    .and_then(|na| na.uri().ok().and_then(|u| f(&na, &u)));
+                match new {
+                    Some(n) => {
+                        changed = true;
+                        n
+                    }
+                    None => v.to_string(),
+                }
+            })
+            .collect();
+        if changed {
+            rw.replace(i, parts.join(", "));
+        }
+    }
+}
+
+/// Dialog Contacts: Roundabout's address on the side the message leaves on, carrying a token
+/// for the original target (the sender, reached as it reached us).
+pub fn rewrite_dialog_contact(
+    msg: &SipMessage,
+    rw: &mut Rewrite,
+    local: &ProxyAddress,
+    out: Transport,
+    sender: &Source,
+    key: &TokenKey,
+) {
+    rewrite_contacts(msg, rw, |na, uri| {
+        if local.is_us(uri) && uri.param(PARAM).is_some() {
+            return None; // already ours (a hairpin through Roundabout): keep one token
+        }
+        let token = key.encode(sender, na.uri_str());
+        let new_uri = local.contact_uri(out, uri.user, &format!(";{PARAM}={token}"));
+        Some(na.with_uri(&new_uri))
+    });
+}
+
+/// One Contact of a REGISTER as the client wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredContact {
+    pub user: String,
+    /// The whole Contact value (URI and parameters such as +sip.instance, reg-id).
+    pub original_value: String,
+    pub original_uri: String,
+}
+
+/// REGISTER Contacts: Roundabout's address on the server's side, same user, no token; the
+/// client cache finds the client by user (the original program's behaviour). Returns what
+/// was replaced, to restore it in the 2xx and to bind the client.
+pub fn rewrite_register_contact(
+    msg: &SipMessage,
+    rw: &mut Rewrite,
+    local: &ProxyAddress,
+    out: Transport,
+) -> Vec<RegisteredContact> {
+    let mut replaced = Vec::new();
+    rewrite_contacts(msg, rw, |na, uri| {
+        let user = uri.user.filter(|u| !u.is_empty())?;
+        replaced.push(RegisteredContact {
+            user: user.to_string(),
+            original_value: na.value.to_string(),
+            original_uri: na.uri_str().to_string(),
+        });
+        Some(na.with_uri(&local.contact_uri(out, Some(user), "")))
+    });
+    replaced
+}
+
+/// In a 2xx to REGISTER: puts each client's own Contact back (RFC 3261 10.3: the client looks
+/// for its Contact there), with the expiry the server granted. Returns `(user, expires)` for
+/// each restored binding, `expires` from the Contact's parameter or the Expires header.
+pub fn restore_register_contacts(
+    msg: &SipMessage,
+    rw: &mut Rewrite,
+    local: &ProxyAddress,
+    registered: &[RegisteredContact],
+) -> Vec<(String, Option<u32>)> {
+    let expires_header = msg
+        .first_value(HeaderName::Expires)
+        .and_then(|v| v.parse::<u32>().ok());
+    let mut granted = Vec::new();
+    rewrite_contacts(msg, rw, |na, uri| {
+        if !local.is_us(uri) {
+            return None;
+        }
+        let reg = registered.iter().find(|r| Some(r.user.as_str()) == uri.user)?;
+        let expires = na
+            .param("expires")
+            .flatten()
+            .and_then(|e| e.parse().ok())
+            .or(expires_header);
+        granted.push((reg.user.clone(), expires));
+        let original = NameAddr::parse(&reg.original_value).ok()?;
+        Some(match expires {
+            Some(e) => with_param(&original, "expires", &e.to_string()),
+            None => reg.original_value.clone(),
+        })
+    });
+    granted
+}
+
+/// A name-addr value with one header parameter set (replaced if present).
+fn with_param(na: &NameAddr<'_>, name: &str, value: &str) -> String {
+    let uri_part = if na.bracketed {
+        na.value[..na.uri_range.end + 1].to_string()
+    } else {
+        format!("<{}>", na.uri_str())
+    };
+    let mut out = uri_part;
+    for p in na.params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let n = p.split('=').next().unwrap_or("").trim();
+        if !n.eq_ignore_ascii_case(name) {
+            out.push(';');
+            out.push_str(p);
+        }
+    }
+    out.push_str(&format!(";{name}={value}"));
+    out
+}
+
+/// The expiry a REGISTER asks for: the Contact's parameter, else the Expires header.
+pub fn requested_expires(msg: &SipMessage) -> Option<u32> {
+    msg.values(HeaderName::Contact)
+        .find_map(|v| NameAddr::parse(v).ok()?.param("expires").flatten()?.parse().ok())
+        .or_else(|| msg.first_value(HeaderName::Expires)?.parse().ok())
+}
+
+/// Whether a REGISTER's Contact is the wildcard `*` (remove all bindings).
+pub fn is_wildcard_contact(msg: &SipMessage) -> bool {
+    msg.values(HeaderName::Contact).any(|v| v == "*")
+}
+
+/// The user part of the To URI (the address-of-record being registered).
+pub fn to_user(msg: &SipMessage) -> Option<String> {
+    let v = msg.first_value(HeaderName::To)?;
+    let na = NameAddr::parse(v).ok()?;
+    na.uri().ok()?.user.map(String::from)
+}
+
+/// `;rbt=` in a URI that names Roundabout: the value of its contact token.
+pub fn token_in_uri<'a>(uri: &SipUri<'a>, local: &ProxyAddress) -> Option<&'a str> {
+    if !local.is_us(uri) {
+        return None;
+    }
+    find_param(uri.params, PARAM).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Ports;
+    use crate::routing::FlowId;
+    use bytes::Bytes;
+
+    fn local() -> ProxyAddress {
+        ProxyAddress::new(
+            LocalIdentity {
+                ip: "203.0.113.5".parse().unwrap(),
+                fqdn: Some("proxya.example.com".into()),
+                bind_ip: "203.0.113.5".parse().unwrap(),
+                ports: Ports {
+                    udp: 5060,
+                    tcp: 5060,
+                    tls: 5061,
+                    ws: 8080,
+                    wss: 0,
+                },
+            },
+            false,
+        )
+    }
+
+    fn msg(s: &str) -> SipMessage {
+        SipMessage::parse(Bytes::copy_from_slice(s.as_bytes())).unwrap()
+    }
+
+    fn src(t: Transport, a: &str) -> Source {
+        Source {
+            transport: t,
+            remote: a.parse().unwrap(),
+            flow: FlowId(3),
+        }
+    }
+
+    #[test]
+    fn own_addresses() {
+        let l = local();
+        assert_eq!(l.via(Transport::Tcp, "z9hG4bKx"), "SIP/2.0/TCP 203.0.113.5:5060;branch=z9hG4bKx");
+        assert_eq!(l.record_route(Transport::Ws), "<sip:203.0.113.5:8080;transport=ws;lr>");
+        assert_eq!(l.record_route(Transport::Udp), "<sip:203.0.113.5:5060;lr>");
+        assert_eq!(l.record_route(Transport::Wss), "<sip:203.0.113.5:443;transport=ws;lr>");
+        assert_eq!(l.contact_uri(Transport::Tls, Some("bob"), ""), "sip:bob@203.0.113.5:5061;transport=tls");
+        let fq = ProxyAddress::new(l.identity.clone(), true);
+        assert_eq!(fq.contact_uri(Transport::Udp, None, ""), "sip:proxya.example.com:5060");
+    }
+
+    #[test]
+    fn received_and_rport() {
+        let s = src(Transport::Udp, "192.0.2.35:40000");
+        assert_eq!(
+            via_with_received("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport", &s).unwrap(),
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=40000;received=192.0.2.35"
+        );
+        assert_eq!(
+            via_with_received("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", &s).unwrap(),
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;received=192.0.2.35"
+        );
+        assert_eq!(via_with_received("SIP/2.0/UDP 192.0.2.35:5060;branch=z9hG4bK1", &s), None);
+        // The rport flag forces received even when the address matches (RFC 3581 section 4).
+        assert!(via_with_received("SIP/2.0/UDP 192.0.2.35;branch=z9hG4bK1;rport", &s)
+            .unwrap()
+            .ends_with(";rport=40000;received=192.0.2.35"));
+    }
+
+    #[test]
+    fn loose_routing_pops_our_double_record_route() {
+        let m = msg("BYE sip:a@192.0.2.35 SIP/2.0\r\nRoute: <sip:203.0.113.5:5060;transport=tcp;lr>, <sip:203.0.113.5:5060;lr>\r\nRoute: <sip:198.51.100.9;lr>\r\n\r\n");
+        let (n, next) = our_routes_on_top(&m, &local());
+        assert_eq!((n, next), (2, Some("<sip:198.51.100.9;lr>")));
+        let mut rw = Rewrite::default();
+        remove_first_values(&m, HeaderName::Route, n, &mut rw);
+        let out = String::from_utf8(m.render(&rw).to_vec()).unwrap();
+        assert!(!out.contains("203.0.113.5"), "{out}");
+        assert!(out.contains("Route: <sip:198.51.100.9;lr>"));
+        let m = msg("BYE sip:a@x SIP/2.0\r\nRoute: <sip:203.0.113.5;lr>, <sip:198.51.100.9;lr>\r\n\r\n");
+        let mut rw = Rewrite::default();
+        remove_first_values(&m, HeaderName::Route, 1, &mut rw);
+        assert!(String::from_utf8(m.render(&rw).to_vec()).unwrap().contains("Route: <sip:198.51.100.9;lr>\r\n"));
+    }
+
+    #[test]
+    fn max_forwards() {
+        let m = msg("OPTIONS sip:a@x SIP/2.0\r\nMax-Forwards: 10\r\n\r\n");
+        let mut rw = Rewrite::default();
+        decrement_max_forwards(&m, &mut rw);
+        assert!(String::from_utf8(m.render(&rw).to_vec()).unwrap().contains("Max-Forwards: 9\r\n"));
+        let m = msg("OPTIONS sip:a@x SIP/2.0\r\n\r\n");
+        let mut rw = Rewrite::default();
+        decrement_max_forwards(&m, &mut rw);
+        assert!(String::from_utf8(m.render(&rw).to_vec()).unwrap().contains("Max-Forwards: 70\r\n"));
+    }
+
+    #[test]
+    fn dialog_contact_gets_token_that_leads_back() {
+        let key = TokenKey::default();
+        let m = msg("INVITE sip:b@x SIP/2.0\r\nContact: \"Al\" <sip:alice@10.0.0.1:5062;ob>;+sip.instance=\"<urn:x>\"\r\n\r\n");
+        let sender = src(Transport::Udp, "192.0.2.35:40000");
+        let mut rw = Rewrite::default();
+        rewrite_dialog_contact(&m, &mut rw, &local(), Transport::Tcp, &sender, &key);
+        let out = m.render(&rw);
+        let fwd = SipMessage::parse(out).unwrap();
+        let contact = fwd.first_value(HeaderName::Contact).unwrap();
+        assert!(contact.starts_with("\"Al\" <sip:alice@203.0.113.5:5060;transport=tcp;rbt="), "{contact}");
+        assert!(contact.ends_with(">;+sip.instance=\"<urn:x>\""), "{contact}");
+        let na = NameAddr::parse(contact).unwrap();
+        let uri = na.uri().unwrap();
+        let tok = key.decode(token_in_uri(&uri, &local()).unwrap()).unwrap();
+        assert_eq!(tok.source, sender);
+        assert_eq!(tok.original_uri, "sip:alice@10.0.0.1:5062;ob");
+        assert!(creates_dialog(&m));
+    }
+
+    #[test]
+    fn register_contact_round_trip() {
+        let l = local();
+        let reg = msg("REGISTER sip:server.example.com SIP/2.0\r\nTo: <sip:alice@server.example.com>\r\nContact: <sip:alice@df7.invalid;transport=ws>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=600\r\n\r\n");
+        let mut rw = Rewrite::default();
+        let saved = rewrite_register_contact(&reg, &mut rw, &l, Transport::Udp);
+        let fwd = String::from_utf8(reg.render(&rw).to_vec()).unwrap();
+        assert!(fwd.contains("Contact: <sip:alice@203.0.113.5:5060>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=600\r\n"), "{fwd}");
+        assert_eq!(saved[0].user, "alice");
+        assert_eq!(requested_expires(&reg), Some(600));
+        let ok = msg("SIP/2.0 200 OK\r\nContact: <sip:alice@203.0.113.5:5060>;expires=300;+sip.instance=\"<urn:uuid:1>\";reg-id=1, <sip:alice@198.51.100.1>;expires=100\r\n\r\n");
+        let mut rw = Rewrite::default();
+        let granted = restore_register_contacts(&ok, &mut rw, &l, &saved);
+        assert_eq!(granted, vec![("alice".to_string(), Some(300))]);
+        let back = String::from_utf8(ok.render(&rw).to_vec()).unwrap();
+        assert!(back.contains("Contact: <sip:alice@df7.invalid;transport=ws>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=300, <sip:alice@198.51.100.1>;expires=100\r\n"), "{back}");
+        assert_eq!(to_user(&reg).as_deref(), Some("alice"));
+    }
+}
