@@ -1,11 +1,18 @@
 //! Roundabout: a SIP edge proxy that bridges UDP, TCP, TLS, WS and WSS.
 //!
-//! `sip` is the message layer, `config` the command line, `routing` and `proxy` the pure
-//! proxy decisions and rewrites; `actors` (in the top-level `actors/` folder) wires them to
-//! sockets. `csr` is the one-shot certificate request mode.
+//! - `sip`: the message layer (framing, raw message index, URI and Via parsers);
+//! - `config`: the command line and its validation;
+//! - `routing` and `proxy`: next-hop decisions and header rewrites, pure and unit-tested;
+//! - `actors` (the top-level `actors/` folder): connection, Router, Registrar, ServerTable
+//!   and Dispatcher actors that wire those functions to sockets;
+//! - `csr`: the one-shot certificate request; `run`: how the binary runs.
 
 pub mod config;
 pub mod csr;
 pub mod proxy;
 pub mod routing;
+pub mod run;
 pub mod sip;
+
+#[path = "../actors/mod.rs"]
+pub mod actors;

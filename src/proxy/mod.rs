@@ -6,3 +6,4 @@ pub mod contact_token;
 pub mod responses;
 pub mod rewrite;
 pub mod transaction;
+pub mod validate;

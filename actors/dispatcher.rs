@@ -1,0 +1,166 @@
+//! The Dispatcher: owns the way out. It knows every open connection (accepted or opened by
+//! Roundabout) by flow id and by (transport, address), reuses one connection per destination,
+//! opens new ones on demand through the injected [`Connector`], and sends UDP datagrams.
+//! When a destination cannot be reached it tells the Router that asked, so the caller gets
+//! 503 (or 480 for a client whose connection is gone) instead of silence.
+
+use super::messages::*;
+use crate::routing::{Destination, FlowId};
+use crate::sip::Transport;
+use actix::prelude::*;
+use log::{debug, info, warn};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+
+pub struct Dispatcher {
+    udp: Option<Arc<UdpSocket>>,
+    connector: Connector,
+    flows: HashMap<FlowId, FlowOpened>,
+    by_addr: HashMap<(Transport, SocketAddr), FlowId>,
+    /// Messages waiting for a connection being opened.
+    connecting: HashMap<(Transport, SocketAddr), Vec<Deliver>>,
+}
+
+impl Dispatcher {
+    pub fn new(udp: Option<Arc<UdpSocket>>, connector: Connector) -> Self {
+        Dispatcher {
+            udp,
+            connector,
+            flows: HashMap::new(),
+            by_addr: HashMap::new(),
+            connecting: HashMap::new(),
+        }
+    }
+
+    fn fail(notify: Option<FailureNotice>, error: DeliveryError) {
+        if let Some(n) = notify {
+            n.router.do_send(DeliveryFailed { tx: n.tx, error });
+        }
+    }
+
+    fn send_udp(&self, addr: SocketAddr, bytes: bytes::Bytes, notify: Option<FailureNotice>, ctx: &mut Context<Self>) {
+        let Some(socket) = self.udp.clone() else {
+            warn!("cannot send to udp:{addr}: the UDP listener is off (-udp-port 0)");
+            return Self::fail(notify, DeliveryError::Unreachable);
+        };
+        // One datagram whatever its size (up to 65,507 bytes): a 4 KB WebRTC INVITE is sent
+        // whole and fragmented by IP, as Kamailio does, never refused.
+        match socket.try_send_to(&bytes, addr) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                ctx.spawn(
+                    async move {
+                        if let Err(e) = socket.send_to(&bytes, addr).await {
+                            debug!("udp send to {addr} failed: {e}");
+                        }
+                    }
+                    .into_actor(self),
+                );
+            }
+            Err(e) => {
+                debug!("udp send to {addr} failed: {e}");
+                Self::fail(notify, DeliveryError::Unreachable);
+            }
+        }
+    }
+
+    fn register(&mut self, opened: FlowOpened) {
+        self.by_addr.insert((opened.transport, opened.remote), opened.flow);
+        self.flows.insert(opened.flow, opened);
+    }
+
+    fn send_stream(&mut self, transport: Transport, addr: SocketAddr, tls_name: Option<String>, m: Deliver, ctx: &mut Context<Self>) {
+        let key = (transport, addr);
+        if let Some(flow) = self.by_addr.get(&key).and_then(|f| self.flows.get(f)) {
+            flow.writer.do_send(SendFrame(m.bytes));
+            return;
+        }
+        if let Some(queue) = self.connecting.get_mut(&key) {
+            queue.push(m);
+            return;
+        }
+        self.connecting.insert(key, vec![m]);
+        debug!("connecting to {transport}:{addr}");
+        let fut = (self.connector)(transport, addr, tls_name);
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
+            let queued = act.connecting.remove(&key).unwrap_or_default();
+            match res {
+                Ok(opened) => {
+                    info!("connected to {transport}:{addr} ({})", opened.flow);
+                    for m in queued {
+                        opened.writer.do_send(SendFrame(m.bytes));
+                    }
+                    act.register(opened);
+                }
+                Err(e) => {
+                    warn!("cannot reach {transport}:{addr}: {e:?}");
+                    for m in queued {
+                        Self::fail(m.notify, e);
+                    }
+                }
+            }
+        }));
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, m: Deliver, ctx: &mut Context<Self>) {
+        match m.destination.clone() {
+            Destination::Flow { flow, transport, remote } => match self.flows.get(&flow) {
+                Some(f) => f.writer.do_send(SendFrame(m.bytes)),
+                None => {
+                    debug!("{transport} connection {flow} to {remote} is gone");
+                    Self::fail(m.notify, DeliveryError::FlowGone);
+                }
+            },
+            Destination::Address { transport: Transport::Udp, addr, .. } => self.send_udp(addr, m.bytes, m.notify, ctx),
+            Destination::Address { transport, addr, tls_name } => self.send_stream(transport, addr, tls_name, m, ctx),
+            Destination::Name { transport, host, port } => {
+                let lookup = tokio::net::lookup_host((host.clone(), port));
+                ctx.spawn(lookup.into_actor(self).map(move |res, act, ctx| {
+                    match res.ok().and_then(|mut addrs| addrs.next()) {
+                        Some(addr) => {
+                            let tls_name = Some(host);
+                            let m = Deliver {
+                                destination: Destination::Address { transport, addr, tls_name },
+                                ..m
+                            };
+                            act.handle(m, ctx);
+                        }
+                        None => {
+                            warn!("cannot resolve {host}");
+                            Self::fail(m.notify, DeliveryError::Unreachable);
+                        }
+                    }
+                }));
+            }
+        }
+    }
+}
+
+impl Handler<FlowOpened> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, m: FlowOpened, _: &mut Context<Self>) {
+        self.register(m);
+    }
+}
+
+impl Handler<FlowClosed> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, m: FlowClosed, _: &mut Context<Self>) {
+        self.flows.remove(&m.flow);
+        if self.by_addr.get(&(m.transport, m.remote)) == Some(&m.flow) {
+            self.by_addr.remove(&(m.transport, m.remote));
+        }
+    }
+}

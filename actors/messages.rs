@@ -1,0 +1,170 @@
+//! The typed messages the actors exchange. Reading this file tells how data flows:
+//!
+//! ```text
+//!  connection ──Inbound──▶ Router ──ResolveNextHop──▶ ServerTable
+//!      ▲                    │  └───LookupClient/BindClient/UnbindClient──▶ Registrar
+//!      │                    └──Deliver──▶ Dispatcher ──SendFrame──▶ connection ──▶ socket
+//!      └──FlowOpened/FlowClosed──▶ Dispatcher, Registrar       DeliveryFailed ──▶ Router
+//! ```
+//!
+//! Actors know each other only through these types and `Recipient`s handed out by
+//! `actors::start`, never by importing each other's files.
+
+use actix::prelude::*;
+use bytes::Bytes;
+use crate::proxy::transaction::TxId;
+use crate::routing::{Decision, Destination, FlowId, RouteTarget, Source};
+use crate::sip::{SipMessage, Transport};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A parsed message from a connection, for the Router shard that owns its Call-ID.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Inbound {
+    pub msg: SipMessage,
+    pub source: Source,
+}
+
+/// One whole SIP message (or keep-alive) to write on a connection.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct SendFrame(pub Bytes);
+
+/// A connection is up and can be written to through `writer`.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct FlowOpened {
+    pub flow: FlowId,
+    pub transport: Transport,
+    pub remote: SocketAddr,
+    pub writer: Recipient<SendFrame>,
+}
+
+/// A connection is gone: forget it, and the clients bound to it.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct FlowClosed {
+    pub flow: FlowId,
+    pub transport: Transport,
+    pub remote: SocketAddr,
+}
+
+/// Send bytes to a destination. When it cannot be reached and `notify` is set, the Router
+/// hears of it (to answer 503 or 480 upstream).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub destination: Destination,
+    pub bytes: Bytes,
+    pub notify: Option<FailureNotice>,
+}
+
+pub struct FailureNotice {
+    pub router: Recipient<DeliveryFailed>,
+    pub tx: TxId,
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// The client's connection is closed (480).
+    FlowGone,
+    /// Connecting, resolving or the TLS handshake failed (503).
+    Unreachable,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliveryFailed {
+    pub tx: TxId,
+    pub error: DeliveryError,
+}
+
+/// Router -> ServerTable: which way for this target?
+#[derive(Message)]
+#[rtype(result = "Decision")]
+pub struct ResolveNextHop(pub RouteTarget);
+
+/// A client reached through Roundabout, as the client cache keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientBinding {
+    /// The Contact URI the client registered (the Request-URI of requests for it).
+    pub contact_uri: String,
+    pub source: Source,
+}
+
+/// Router -> Registrar: the client registered as `user`, if any.
+#[derive(Message)]
+#[rtype(result = "Option<ClientBinding>")]
+pub struct LookupClient {
+    pub user: String,
+}
+
+/// Router -> Registrar: the server accepted a registration (2xx).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct BindClient {
+    pub user: String,
+    pub binding: ClientBinding,
+    pub expires: Duration,
+}
+
+/// Router -> Registrar: unregistered (expires 0), or a request found the flow gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnbindClient {
+    pub user: String,
+}
+
+/// Registrar -> anyone (tests, logs): how many clients are cached.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountClients;
+
+/// Opens a connection of a stream transport to an address (TLS name for SNI), starts its
+/// connection actor and reports it opened. Made by `connection::connector`, used by the
+/// Dispatcher, which so never needs to know the connection actors' types.
+pub type Connector = std::rc::Rc<
+    dyn Fn(Transport, SocketAddr, Option<String>) -> futures_util::future::LocalBoxFuture<'static, Result<FlowOpened, DeliveryError>>,
+>;
+
+/// The Router shards, picked by Call-ID so a call's messages always meet the same one.
+#[derive(Clone)]
+pub struct RouterPool {
+    shards: std::sync::Arc<[Recipient<Inbound>]>,
+}
+
+impl RouterPool {
+    pub fn new(shards: Vec<Recipient<Inbound>>) -> Self {
+        assert!(!shards.is_empty(), "at least one router");
+        RouterPool {
+            shards: shards.into(),
+        }
+    }
+
+    pub fn send(&self, inbound: Inbound) {
+        let i = match inbound.msg.call_id() {
+            Some(id) if self.shards.len() > 1 => shard_of(id, self.shards.len()),
+            _ => 0,
+        };
+        self.shards[i].do_send(inbound);
+    }
+}
+
+/// FNV-1a: cheap, stable, good enough to spread Call-IDs.
+fn shard_of(call_id: &str, n: usize) -> usize {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in call_id.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    (h % n as u64) as usize
+}
+
+/// Where connection actors report their life: opened to the Dispatcher, closed to the
+/// Dispatcher and the Registrar.
+#[derive(Clone)]
+pub struct ConnectionEvents {
+    pub opened: Recipient<FlowOpened>,
+    pub closed: Vec<Recipient<FlowClosed>>,
+}

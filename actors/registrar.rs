@@ -1,0 +1,131 @@
+//! The Registrar actor: the client cache. User -> where and how to reach the client,
+//! including the very connection it registered on.
+//!
+//! Bindings are made only when the server answers a REGISTER with 2xx (so an unauthenticated
+//! REGISTER cannot hijack a user), and removed on expiry, on `Expires: 0`, and when the
+//! client's connection closes.
+
+use super::messages::*;
+use crate::routing::FlowId;
+use actix::prelude::*;
+use log::{debug, info};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// How often expired bindings are swept.
+const SWEEP: Duration = Duration::from_secs(5);
+
+struct Entry {
+    binding: ClientBinding,
+    expires_at: Instant,
+}
+
+#[derive(Default)]
+pub struct Registrar {
+    clients: HashMap<String, Entry>,
+    /// Users bound to each connection, to drop them when it closes.
+    by_flow: HashMap<FlowId, HashSet<String>>,
+}
+
+impl Registrar {
+    fn unbind(&mut self, user: &str) -> Option<Entry> {
+        let entry = self.clients.remove(user)?;
+        if let Some(users) = self.by_flow.get_mut(&entry.binding.source.flow) {
+            users.remove(user);
+            if users.is_empty() {
+                self.by_flow.remove(&entry.binding.source.flow);
+            }
+        }
+        Some(entry)
+    }
+}
+
+impl Actor for Registrar {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(SWEEP, |act, _| {
+            let now = Instant::now();
+            let expired: Vec<String> = act
+                .clients
+                .iter()
+                .filter(|(_, e)| e.expires_at <= now)
+                .map(|(u, _)| u.clone())
+                .collect();
+            for user in expired {
+                act.unbind(&user);
+                info!("client '{user}' expired");
+            }
+        });
+    }
+}
+
+impl Handler<BindClient> for Registrar {
+    type Result = ();
+
+    fn handle(&mut self, m: BindClient, _: &mut Context<Self>) {
+        let source = m.binding.source;
+        if let Some(old) = self.unbind(&m.user) {
+            if old.binding.source != source {
+                info!(
+                    "client '{}' moved from {} {} to {} {}",
+                    m.user, old.binding.source.transport, old.binding.source.remote, source.transport, source.remote
+                );
+            }
+        } else {
+            info!("client '{}' registered from {} {}", m.user, source.transport, source.remote);
+        }
+        if source.flow != FlowId::UDP {
+            self.by_flow.entry(source.flow).or_default().insert(m.user.clone());
+        }
+        self.clients.insert(
+            m.user,
+            Entry {
+                binding: m.binding,
+                expires_at: Instant::now() + m.expires,
+            },
+        );
+    }
+}
+
+impl Handler<UnbindClient> for Registrar {
+    type Result = ();
+
+    fn handle(&mut self, m: UnbindClient, _: &mut Context<Self>) {
+        if self.unbind(&m.user).is_some() {
+            info!("client '{}' unregistered", m.user);
+        }
+    }
+}
+
+impl Handler<LookupClient> for Registrar {
+    type Result = Option<ClientBinding>;
+
+    fn handle(&mut self, m: LookupClient, _: &mut Context<Self>) -> Self::Result {
+        self.clients
+            .get(&m.user)
+            .filter(|e| e.expires_at > Instant::now())
+            .map(|e| e.binding.clone())
+    }
+}
+
+impl Handler<FlowClosed> for Registrar {
+    type Result = ();
+
+    fn handle(&mut self, m: FlowClosed, _: &mut Context<Self>) {
+        if let Some(users) = self.by_flow.remove(&m.flow) {
+            for user in users {
+                self.clients.remove(&user);
+                debug!("client '{user}' removed: its {} connection closed", m.transport);
+            }
+        }
+    }
+}
+
+impl Handler<CountClients> for Registrar {
+    type Result = usize;
+
+    fn handle(&mut self, _: CountClients, _: &mut Context<Self>) -> usize {
+        self.clients.len()
+    }
+}

@@ -1,0 +1,117 @@
+//! The two ways the program runs: once for a CSR, or as the proxy until a signal.
+
+use crate::config::Config;
+use crate::csr::{build_csr_pem, CsrRequest};
+use log::info;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Writes the CSR to `out` or stdout. Exit 2 when the key cannot be used (bad input).
+pub fn csr(req: &CsrRequest, out: Option<&Path>) -> ExitCode {
+    let pem = match build_csr_pem(req) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("roundabout: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match out {
+        None => print!("{pem}"),
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &pem) {
+                eprintln!("roundabout: cannot write the CSR to {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            eprintln!("roundabout: CSR written to {}", path.display());
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs the proxy until SIGTERM or SIGINT.
+pub fn proxy(config: Config) -> ExitCode {
+    let mut logger = env_logger::Builder::new();
+    logger.filter_level(config.log_level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        logger.parse_filters(&spec);
+    }
+    logger.init();
+    let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let system = actix::System::new();
+    let result = system.block_on(async move {
+        let running = crate::actors::start(&config, shards).await?;
+        print_banner(&config, &running);
+        wait_for_signal().await;
+        info!("stopping");
+        // Let writes already queued reach their sockets.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        Ok::<_, crate::actors::StartError>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roundabout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_banner(config: &Config, running: &crate::actors::Running) {
+    use std::fmt::Write;
+    let mut s = format!("roundabout {} listening on:\n", env!("CARGO_PKG_VERSION"));
+    for (t, addr) in &running.listeners {
+        let _ = writeln!(s, "  {t:<4} {addr}");
+    }
+    let _ = writeln!(
+        s,
+        "local address {} {}, {} router shard(s)",
+        config.local_ip,
+        config.local_fqdn.as_deref().unwrap_or(""),
+        running.shards
+    );
+    if config.trusted_servers.is_empty() {
+        let _ = writeln!(s, "trusted servers: none");
+    }
+    for server in &config.trusted_servers {
+        let _ = writeln!(s, "trusted server {server}");
+    }
+    if let Some(d) = &config.default_sip_server {
+        let _ = writeln!(s, "default SIP server {}", d.ip);
+    }
+    let nets: Vec<String> = config.client_networks.iter().map(|n| n.to_string()).collect();
+    let _ = writeln!(
+        s,
+        "trusted client networks: {}",
+        if nets.is_empty() { "any".to_string() } else { nets.join(", ") }
+    );
+    let _ = writeln!(
+        s,
+        "routing: strict-host {}, strict-client {}, ACK by {}, unknown hosts over {}",
+        on_off(config.strict_host),
+        on_off(config.strict_client),
+        if config.ack_ruri { "Request-URI" } else { "To" },
+        config.default_network
+    );
+    for w in &config.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    print!("{s}");
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
