@@ -181,3 +181,100 @@ fn kamailio_register_and_call_udp() {
 fn kamailio_register_and_call_tcp() {
     registrar(Transport::Tcp);
 }
+
+/// Kamailio as the proxy in the middle, inserted the way the e2e tests insert Roundabout:
+/// the caller's R-URI names the callee, `-rsa` sends everything to the proxy. Proves the
+/// scenarios cope with a stateful, record-routing proxy (Via stacks, route sets, CANCEL and
+/// retransmissions absorbed by the proxy), also when it bridges TCP to UDP. The callee is
+/// on UDP: the R-URI has no `;transport=`, so Kamailio relays over UDP.
+fn through_kamailio(
+    caller_transport: Transport,
+    callee: &str,
+    callee_args: &[&str],
+    caller: &str,
+    caller_args: &[&str],
+) {
+    let p = Peers::new();
+    let _kamailio = p.kamailio_registrar(p.kamailio, &["NO_INVITE_AUTH"]);
+    let uas = p.sipp_server(callee, p.uas, Transport::Udp, callee_args);
+    let rsa = p.kamailio.to_string();
+    let args = [&["-s", "bob", "-rsa", &rsa][..], caller_args].concat();
+    p.sipp_client_run(caller, p.uas, p.uac, caller_transport, &args)
+        .unwrap();
+    uas.wait_success(SIPP_TIMEOUT).unwrap();
+}
+
+#[test]
+fn kamailio_in_the_middle_call() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        through_kamailio(transport, "uas-call.xml", &[], "uac-call.xml", &[]);
+        through_kamailio(
+            transport,
+            "uas-call-bye.xml",
+            &[],
+            "uac-call-remote-bye.xml",
+            &[],
+        );
+    }
+}
+
+#[test]
+fn kamailio_in_the_middle_cancel() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        through_kamailio(
+            transport,
+            "uas-ring-forever.xml",
+            &[],
+            "uac-cancel.xml",
+            &[],
+        );
+    }
+}
+
+#[test]
+fn kamailio_in_the_middle_requests() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        for scenario in ["uac-options.xml", "uac-message.xml"] {
+            through_kamailio(
+                transport,
+                "uas-answer.xml",
+                &[],
+                scenario,
+                &["-key", "expected", "200"],
+            );
+        }
+    }
+}
+
+/// The proxy absorbs the retransmitted INVITE: the callee run with -nr sees one INVITE.
+#[test]
+fn kamailio_in_the_middle_absorbs_invite_retransmission() {
+    through_kamailio(
+        Transport::Udp,
+        "uas-call.xml",
+        &["-nr"],
+        "uac-udp-retrans.xml",
+        &["-nr"],
+    );
+}
+
+/// The caller answers Kamailio's 407 through -rsa too.
+#[test]
+fn kamailio_in_the_middle_challenges_invite() {
+    let p = Peers::new();
+    let mut kamailio = p.kamailio_registrar(p.kamailio, &[]);
+    let uas = p.sipp_server("uas-call.xml", p.uas, Transport::Udp, &[]);
+    let rsa = p.kamailio.to_string();
+    p.sipp_client_run(
+        "uac-call.xml",
+        p.uas,
+        p.uac,
+        Transport::Udp,
+        &["-s", "bob", "-ap", KAMAILIO_PASSWORD, "-rsa", &rsa],
+    )
+    .unwrap();
+    uas.wait_success(SIPP_TIMEOUT).unwrap();
+    kamailio
+        .wait_for_output("challenging INVITE", std::time::Duration::ZERO)
+        .unwrap();
+}

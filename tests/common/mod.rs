@@ -4,7 +4,8 @@
 //! Used from `tests/*.rs` with `mod common;`. A test starts with [`Peers::new`], which gives
 //! it free ports on the fixed addresses below and a directory for logs; the processes it then
 //! starts ([`Proc`]) are stopped (their whole process group, by id) when dropped, and the
-//! directory is removed when the test passes and kept (path printed) when it fails.
+//! directory is removed when the test passes (unless `ROUNDABOUT_E2E_KEEP` is set) and kept
+//! (path printed) when it fails.
 //!
 //! | role               | address     |
 //! |--------------------|-------------|
@@ -288,7 +289,7 @@ impl Drop for Peers {
     fn drop(&mut self) {
         if thread::panicking() {
             eprintln!("logs of the failed test kept in {}", self.dir.display());
-        } else {
+        } else if std::env::var_os("ROUNDABOUT_E2E_KEEP").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
