@@ -7,7 +7,8 @@
 # 2. checks the loopback addresses 127.0.0.1-9 the peers bind to;
 # 3. builds (cargo build --release --locked) and runs every test
 #    (cargo test --release --locked -- --test-threads=4 ARGS), ARGS being this script's
-#    arguments, e.g. `bash tests/run-all.sh peers_selftest` or `... -- --nocapture`;
+#    arguments: a test name filter and/or libtest flags, e.g. `bash tests/run-all.sh sipp_call`
+#    or `bash tests/run-all.sh --nocapture`;
 # 4. ends every peer process a test left behind (their ids are under $ROUNDABOUT_E2E_DIR/pids).
 #
 # Idempotent: a second run installs nothing. Bounded: apt, npm, the build and the tests each
@@ -36,6 +37,10 @@ as_root() {
 
 # --- 1. system packages -------------------------------------------------------------------
 
+# kamailio lives in /usr/sbin, not always in a user's PATH
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin" ;; esac
+export PATH
+
 dpkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
 }
@@ -58,8 +63,7 @@ for entry in "${wanted[@]}"; do
     pkg=${entry%%:*}
     cmd=${entry#*:}
     if [ -n "$cmd" ]; then
-        command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 \
-            || missing+=("$pkg")
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
     else
         dpkg_installed "$pkg" || missing+=("$pkg")
     fi
@@ -67,13 +71,10 @@ done
 
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    as_root timeout 600 apt-get -o DPkg::Lock::Timeout=120 update -q
-    as_root timeout 1200 apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "${missing[@]}"
+    apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 -q)
+    as_root timeout 600 "${apt[@]}" update
+    as_root timeout 1200 "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
 fi
-# kamailio lives in /usr/sbin, not always in a user's PATH
-case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin" ;; esac
-export PATH
 
 # --- npm packages for the browser tests ----------------------------------------------------
 
