@@ -472,9 +472,10 @@ impl Proc {
                 signal_group(self.child.id(), "KILL");
                 self.status = self.child.wait().ok();
             }
+            // members that outlived the leader (a killed Kamailio's workers, say): Linux does
+            // not reuse an id that is still some live process's group id
+            signal_group(self.child.id(), "KILL");
         }
-        // children that outlived the leader (a killed Kamailio's workers, say)
-        signal_group(self.child.id(), "KILL");
         let _ = fs::remove_file(&self.pid_file);
         self.status
     }
