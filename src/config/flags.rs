@@ -98,6 +98,21 @@ pub struct Flags {
     #[argh(option)]
     pub tls_key: Option<String>,
 
+    /// extra CA certificate(s) (PEM) trusted when checking the certificates of tls and wss
+    /// trusted servers, besides the system's roots, e.g. a private PBX CA (default: none)
+    #[argh(option)]
+    pub tls_ca: Option<String>,
+
+    /// do not verify the certificates of tls and wss servers roundabout connects to; for labs
+    /// only, said in a warning at start (default: false)
+    #[argh(switch)]
+    pub tls_insecure: bool,
+
+    /// HTTP path the ws and wss listeners accept, e.g. /ws; other paths get 404
+    /// (default: any path)
+    #[argh(option)]
+    pub ws_path: Option<String>,
+
     /// log level: error, warn, info, debug or trace; RUST_LOG overrides it (default: info)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
@@ -150,6 +165,7 @@ const SWITCHES: &[&str] = &[
     "strict-host",
     "strict-client",
     "ack-ruri",
+    "tls-insecure",
     "csr",
     "version",
 ];

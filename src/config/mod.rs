@@ -57,6 +57,12 @@ pub struct Config {
     pub tls_key: PathBuf,
     /// Whether -tls-cert/-tls-key were given: then failing to load them is fatal.
     pub tls_files_explicit: bool,
+    /// Extra CA certificates for outbound TLS/WSS (-tls-ca).
+    pub tls_ca: Option<PathBuf>,
+    /// Outbound TLS/WSS without certificate checks (-tls-insecure).
+    pub tls_insecure: bool,
+    /// The only HTTP path the WS/WSS listeners accept (-ws-path); `None`: any.
+    pub ws_path: Option<String>,
     pub log_level: log::LevelFilter,
     /// Said once at start-up (skipped datasets, open relay...).
     pub warnings: Vec<String>,
@@ -227,6 +233,22 @@ impl Config {
                 "-strict-client without -trusted-client-ip: every REGISTER will be refused".into(),
             );
         }
+        if f.tls_insecure {
+            warnings.push(
+                "-tls-insecure: the certificates of tls and wss servers are not checked, so anyone \
+                 on the path can pose as them (use -tls-ca for a private CA instead)"
+                    .into(),
+            );
+        }
+        if let Some(path) = &f.ws_path {
+            if !path.starts_with('/') || path.contains(char::is_whitespace) {
+                return Err(ConfigError::BadValue {
+                    flag: "ws-path",
+                    value: path.clone(),
+                    reason: "an HTTP path starts with '/' and has no spaces, e.g. /ws".into(),
+                });
+            }
+        }
         let ports = Ports {
             udp: f.udp_port,
             tcp: f.tcp_port,
@@ -250,6 +272,9 @@ impl Config {
             tls_files_explicit: f.tls_cert.is_some() || f.tls_key.is_some(),
             tls_cert: PathBuf::from(f.tls_cert.unwrap_or_else(|| "cert.pem".into())),
             tls_key: PathBuf::from(f.tls_key.unwrap_or_else(|| "key.pem".into())),
+            tls_ca: f.tls_ca.map(PathBuf::from),
+            tls_insecure: f.tls_insecure,
+            ws_path: f.ws_path,
             log_level,
             warnings,
         })
@@ -304,6 +329,7 @@ mod tests {
             ("-log-level loud", "-log-level"),
             ("-trusted-client-ip 1.2.3.4/99", "-trusted-client-ip"),
             ("-contact-header-fqdn", "-contact-header-fqdn"),
+            ("-ws-path ws", "-ws-path"),
         ] {
             let e = config(args).unwrap_err().to_string();
             assert!(e.contains(flag), "{args}: {e}");
