@@ -272,6 +272,13 @@ fn is_dns_name(name: &str) -> bool {
             .is_some_and(|top| top.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Loads the private key at `path` as [`build_csr_pem`] does (PEM: PKCS#8, PKCS#1 or SEC1;
+/// RSA or ECDSA P-256/P-384). The TLS listeners use it too: `KeyPair::serialize_pem` gives the
+/// key as PKCS#8, the only form native-tls reads.
+pub fn load_private_key(path: &Path) -> Result<KeyPair, CsrError> {
+    load_key(path)
+}
+
 fn load_key(path: &Path) -> Result<KeyPair, CsrError> {
     let bytes = std::fs::read(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => CsrError::KeyMissing {
@@ -502,8 +509,9 @@ fn sec1_to_pkcs8(sec1: &[u8]) -> Result<(KeyKind, Vec<u8>), KeyProblem> {
     Ok((kind, wrap_pkcs8(&algorithm, &inner)))
 }
 
-/// Just enough DER (X.690) for private keys: single-byte tags, definite lengths.
-mod der {
+/// Just enough DER (X.690) for private keys and certificates: single-byte tags, definite
+/// lengths.
+pub(crate) mod der {
     pub const INTEGER: u8 = 0x02;
     pub const OCTET_STRING: u8 = 0x04;
     pub const NULL: u8 = 0x05;
@@ -641,8 +649,8 @@ mod der {
     }
 }
 
-/// Just enough PEM (RFC 7468, plus RFC 1421 headers) for key files.
-mod pem {
+/// Just enough PEM (RFC 7468, plus RFC 1421 headers) for key and certificate files.
+pub(crate) mod pem {
     #[derive(Debug)]
     pub struct Block {
         pub label: String,

@@ -5,7 +5,8 @@
 //! - `routing` and `proxy`: next-hop decisions and header rewrites, pure and unit-tested;
 //! - `actors` (the top-level `actors/` folder): connection, Router, Registrar, ServerTable
 //!   and Dispatcher actors that wire those functions to sockets;
-//! - `csr`: the one-shot certificate request; `run`: how the binary runs.
+//! - `csr`: the one-shot certificate request; `tls`: certificates and trust for TLS and WSS;
+//!   `run`: how the binary runs.
 
 pub mod config;
 pub mod csr;
@@ -13,6 +14,7 @@ pub mod proxy;
 pub mod routing;
 pub mod run;
 pub mod sip;
+pub mod tls;
 
 #[path = "../actors/mod.rs"]
 pub mod actors;
