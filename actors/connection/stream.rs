@@ -1,8 +1,9 @@
-//! One actor per stream connection (TCP now, TLS with the same code): frames the byte
-//! stream with [`SipStreamCodec`], answers RFC 5626 CRLF keep-alives, and writes frames the
-//! Dispatcher sends. A framing error closes this connection only.
+//! One actor per stream connection (TCP or TLS, the same code): frames the byte stream with
+//! [`SipStreamCodec`], answers RFC 5626 CRLF keep-alives, and writes frames the Dispatcher
+//! sends. A framing error closes this connection only, and so does silence: an accepted
+//! connection that sends no SIP message within [`FIRST_MESSAGE_TIMEOUT`] is closed.
 
-use super::parse_and_route;
+use super::{parse_and_route, FIRST_MESSAGE_TIMEOUT};
 use crate::actors::messages::{ConnectionEvents, FlowClosed, FlowOpened, RouterPool, SendFrame};
 use crate::routing::{FlowId, Source};
 use crate::sip::framing::{FrameError, SipStreamCodec, StreamFrame};
@@ -22,11 +23,15 @@ pub struct StreamConnection<S: AsyncRead + AsyncWrite + Unpin + 'static> {
     routers: RouterPool,
     events: ConnectionEvents,
     writer: FramedWrite<Bytes, WriteHalf<S>, BytesCodec>,
+    /// Accepted by a listener (not opened by Roundabout): held to the first-message rule.
+    accepted: bool,
+    got_message: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
-    /// Starts the actor on the current arbiter. `announce` makes it report itself to the
-    /// Dispatcher (accepted connections); the connector reports outbound ones itself.
+    /// Starts the actor on the current arbiter. `accepted`: it came in through a listener, so
+    /// it reports itself to the Dispatcher and must send SIP soon; the connector reports
+    /// outbound ones itself.
     pub fn start(
         stream: S,
         flow: FlowId,
@@ -34,13 +39,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
         remote: SocketAddr,
         routers: RouterPool,
         events: ConnectionEvents,
-        announce: bool,
+        accepted: bool,
     ) -> Addr<Self> {
         StreamConnection::create(move |ctx| {
             let (read, write) = tokio::io::split(stream);
             ctx.add_stream(FramedRead::new(read, SipStreamCodec::default()));
             let writer = FramedWrite::new(write, BytesCodec::new(), ctx);
-            if announce {
+            if accepted {
                 events.opened.do_send(FlowOpened {
                     flow,
                     transport,
@@ -55,6 +60,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
                 routers,
                 events,
                 writer,
+                accepted,
+                got_message: false,
             }
         })
     }
@@ -63,8 +70,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Actor for StreamConnection<S> {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         debug!("{} connection {} with {} open", self.transport, self.flow, self.remote);
+        if self.accepted {
+            ctx.run_later(FIRST_MESSAGE_TIMEOUT, |act, ctx| {
+                if !act.got_message {
+                    info!(
+                        "closing {} connection {} from {}: no SIP message within {:?}",
+                        act.transport, act.flow, act.remote, FIRST_MESSAGE_TIMEOUT
+                    );
+                    ctx.stop();
+                }
+            });
+        }
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -89,7 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<StreamFra
                     remote: self.remote,
                     flow: self.flow,
                 };
-                parse_and_route(bytes, source, &self.routers);
+                self.got_message |= parse_and_route(bytes, source, &self.routers);
             }
             Ok(StreamFrame::Ping) => self.writer.write(Bytes::from_static(b"\r\n")),
             Ok(StreamFrame::Pong) => {}
