@@ -15,7 +15,10 @@ use crate::config::Config;
 use crate::proxy::contact_token::TokenKey;
 use crate::routing::ServerTable;
 use crate::sip::Transport;
+use crate::tls::TlsSettings;
 use actix::prelude::*;
+use connection::tcp::Upgrade;
+use connection::ws::WsOptions;
 use messages::{ConnectionEvents, RouterPool};
 use std::fmt;
 use std::net::SocketAddr;
@@ -48,8 +51,9 @@ pub struct Running {
     _arbiters: Vec<Arbiter>,
 }
 
-/// Binds every listener and starts the actors. Must run inside an actix `System`.
-pub async fn start(config: &Config, shards: usize) -> Result<Running, StartError> {
+/// Binds every listener and starts the actors. Must run inside an actix `System`. `tls` comes
+/// from [`crate::tls::load`]; its acceptor must be set when a TLS or WSS port is.
+pub async fn start(config: &Config, shards: usize, tls: TlsSettings) -> Result<Running, StartError> {
     let bind = |t: Transport| SocketAddr::new(config.bind_ip, config.ports.get(t));
     let err = |t: Transport| {
         let addr = bind(t);
@@ -59,16 +63,36 @@ pub async fn start(config: &Config, shards: usize) -> Result<Running, StartError
         0 => None,
         _ => Some(Arc::new(tokio::net::UdpSocket::bind(bind(Transport::Udp)).await.map_err(err(Transport::Udp))?)),
     };
-    let tcp = match config.ports.tcp {
-        0 => None,
-        _ => Some(tokio::net::TcpListener::bind(bind(Transport::Tcp)).await.map_err(err(Transport::Tcp))?),
+    // The transports over TCP, each with what its accepted sockets go through first.
+    let ws_options = WsOptions {
+        path: config.ws_path.as_deref().map(Into::into),
     };
+    let acceptor = || {
+        tls.acceptor
+            .clone()
+            .expect("tls::load makes an acceptor when a TLS or WSS port is set")
+    };
+    let mut tcp_based = Vec::new();
+    for transport in [Transport::Tcp, Transport::Tls, Transport::Ws, Transport::Wss] {
+        if config.ports.get(transport) == 0 {
+            continue;
+        }
+        let upgrade = match transport {
+            Transport::Tls => Upgrade::Tls(acceptor()),
+            Transport::Ws => Upgrade::Ws(ws_options.clone()),
+            Transport::Wss => Upgrade::Wss(acceptor(), ws_options.clone()),
+            _ => Upgrade::None,
+        };
+        let listener = tokio::net::TcpListener::bind(bind(transport)).await.map_err(err(transport))?;
+        tcp_based.push((listener, upgrade));
+    }
     let mut listeners = Vec::new();
     if let Some(s) = &udp {
         listeners.push((Transport::Udp, s.local_addr().map_err(err(Transport::Udp))?));
     }
-    if let Some(l) = &tcp {
-        listeners.push((Transport::Tcp, l.local_addr().map_err(err(Transport::Tcp))?));
+    for (l, upgrade) in &tcp_based {
+        let t = upgrade.transport();
+        listeners.push((t, l.local_addr().map_err(err(t))?));
     }
 
     let registrar = registrar::Registrar::default().start();
@@ -101,14 +125,14 @@ pub async fn start(config: &Config, shards: usize) -> Result<Running, StartError
         opened: dispatcher.clone().recipient(),
         closed: vec![dispatcher.clone().recipient(), registrar.recipient()],
     };
-    let connector = connection::tcp::connector(config.bind_ip, routers.clone(), events.clone());
+    let connector = connection::tcp::connector(config.bind_ip, tls.connector, routers.clone(), events.clone());
     dispatcher_ctx.run(dispatcher::Dispatcher::new(udp.clone(), connector));
 
     if let Some(socket) = udp {
         connection::udp::UdpConnection::start(socket, routers.clone());
     }
-    if let Some(listener) = tcp {
-        connection::tcp::TcpListenerActor::start(listener, routers.clone(), events.clone());
+    for (listener, upgrade) in tcp_based {
+        connection::tcp::TcpListenerActor::start(listener, upgrade, routers.clone(), events.clone());
     }
     Ok(Running {
         listeners,

@@ -36,11 +36,20 @@ pub fn proxy(config: Config) -> ExitCode {
         logger.parse_filters(&spec);
     }
     logger.init();
+    // Certificates are checked before any socket is bound: a bad file is a usage error.
+    let tls = match crate::tls::load(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("roundabout: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
     let system = actix::System::new();
     let result = system.block_on(async move {
-        let running = crate::actors::start(&config, shards).await?;
-        print_banner(&config, &running);
+        let tls_warnings = tls.warnings.clone();
+        let running = crate::actors::start(&config, shards, tls).await?;
+        print_banner(&config, &running, &tls_warnings);
         wait_for_signal().await;
         info!("stopping");
         // Let writes already queued reach their sockets.
@@ -56,7 +65,7 @@ pub fn proxy(config: Config) -> ExitCode {
     }
 }
 
-fn print_banner(config: &Config, running: &crate::actors::Running) {
+fn print_banner(config: &Config, running: &crate::actors::Running, tls_warnings: &[String]) {
     use std::fmt::Write;
     let mut s = format!("roundabout {} listening on:\n", env!("CARGO_PKG_VERSION"));
     for (t, addr) in &running.listeners {
@@ -64,9 +73,9 @@ fn print_banner(config: &Config, running: &crate::actors::Running) {
     }
     let _ = writeln!(
         s,
-        "local address {} {}, {} router shard(s)",
+        "local address {}{}, {} router shard(s)",
         config.local_ip,
-        config.local_fqdn.as_deref().unwrap_or(""),
+        config.local_fqdn.as_deref().map(|f| format!(" ({f})")).unwrap_or_default(),
         running.shards
     );
     if config.trusted_servers.is_empty() {
@@ -92,7 +101,10 @@ fn print_banner(config: &Config, running: &crate::actors::Running) {
         if config.ack_ruri { "Request-URI" } else { "To" },
         config.default_network
     );
-    for w in &config.warnings {
+    if let Some(path) = &config.ws_path {
+        let _ = writeln!(s, "ws and wss accept the HTTP path {path} only");
+    }
+    for w in config.warnings.iter().chain(tls_warnings) {
         let _ = writeln!(s, "warning: {w}");
     }
     print!("{s}");

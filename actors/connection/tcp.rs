@@ -1,32 +1,74 @@
-//! The TCP listener actor, and the connector that opens outbound TCP connections.
+//! The listeners of the transports that run over TCP (TCP, TLS, WS, WSS: one actor type, told
+//! by [`Upgrade`] what to do with an accepted socket), and the connector that opens outbound
+//! connections of each of them for the Dispatcher.
+//!
+//! Every step of opening a connection is bounded in time: TCP connect and TLS handshake
+//! [`CONNECT_TIMEOUT`] each, the WebSocket upgrade [`ws::HANDSHAKE_TIMEOUT`]. A failure is
+//! `DeliveryError::Unreachable` (the request gets 503) for outbound connections, and a log
+//! line and a closed socket for accepted ones.
 
 use super::next_flow_id;
 use super::stream::StreamConnection;
+use super::ws::{self, WsConnection, WsOptions};
 use crate::actors::messages::{ConnectionEvents, Connector, DeliveryError, FlowOpened, RouterPool};
 use crate::sip::Transport;
 use actix::prelude::*;
-use log::warn;
+use log::{debug, warn};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_native_tls::{TlsAcceptor, TlsConnector};
 
-/// How long opening a connection to a next hop may take before the request gets 503.
+/// How long opening a connection to a next hop (TCP connect, then the TLS handshake, each)
+/// may take before the request gets 503; also the bound of an accepted TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a listener does with an accepted TCP socket before SIP flows on it.
+#[derive(Clone)]
+pub enum Upgrade {
+    /// Plain TCP: SIP at once.
+    None,
+    Tls(TlsAcceptor),
+    Ws(WsOptions),
+    Wss(TlsAcceptor, WsOptions),
+}
+
+impl Upgrade {
+    pub fn transport(&self) -> Transport {
+        match self {
+            Upgrade::None => Transport::Tcp,
+            Upgrade::Tls(_) => Transport::Tls,
+            Upgrade::Ws(_) => Transport::Ws,
+            Upgrade::Wss(..) => Transport::Wss,
+        }
+    }
+}
+
 pub struct TcpListenerActor {
+    upgrade: Upgrade,
     routers: RouterPool,
     events: ConnectionEvents,
 }
 
 impl TcpListenerActor {
-    pub fn start(listener: TcpListener, routers: RouterPool, events: ConnectionEvents) -> Addr<Self> {
+    pub fn start(
+        listener: TcpListener,
+        upgrade: Upgrade,
+        routers: RouterPool,
+        events: ConnectionEvents,
+    ) -> Addr<Self> {
         TcpListenerActor::create(move |ctx| {
             let accepts = futures_util::stream::unfold(listener, |l| async move {
                 let r = l.accept().await;
                 Some((r, l))
             });
             ctx.add_stream(accepts);
-            TcpListenerActor { routers, events }
+            TcpListenerActor {
+                upgrade,
+                routers,
+                events,
+            }
         })
     }
 }
@@ -37,53 +79,157 @@ impl Actor for TcpListenerActor {
 
 impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActor {
     fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, _: &mut Context<Self>) {
-        match item {
-            Ok((stream, remote)) => {
-                let _ = stream.set_nodelay(true);
-                StreamConnection::start(stream, next_flow_id(), Transport::Tcp, remote, self.routers.clone(), self.events.clone(), true);
-            }
+        let (stream, remote) = match item {
+            Ok(accepted) => accepted,
             // e.g. out of file descriptors: this accept fails, the listener goes on.
-            Err(e) => warn!("tcp accept failed: {e}"),
+            Err(e) => return warn!("{} accept failed: {e}", self.upgrade.transport()),
+        };
+        let _ = stream.set_nodelay(true);
+        let (routers, events) = (self.routers.clone(), self.events.clone());
+        let transport = self.upgrade.transport();
+        let flow = next_flow_id();
+        match self.upgrade.clone() {
+            Upgrade::None => {
+                StreamConnection::start(stream, flow, transport, remote, routers, events, true);
+            }
+            Upgrade::Tls(acceptor) => {
+                spawn_handshake(transport, remote, CONNECT_TIMEOUT, async move {
+                    let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
+                    StreamConnection::start(tls, flow, transport, remote, routers, events, true);
+                    Ok(())
+                })
+            }
+            Upgrade::Ws(options) => {
+                spawn_handshake(transport, remote, ws::HANDSHAKE_TIMEOUT, async move {
+                    let ws = ws::accept(stream, options, remote)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    WsConnection::start(ws, flow, transport, remote, routers, events, true);
+                    Ok(())
+                })
+            }
+            Upgrade::Wss(acceptor, options) => {
+                spawn_handshake(transport, remote, ws::HANDSHAKE_TIMEOUT, async move {
+                    let tls = acceptor
+                        .accept(stream)
+                        .await
+                        .map_err(|e| format!("TLS: {e}"))?;
+                    let ws = ws::accept(tls, options, remote)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    WsConnection::start(ws, flow, transport, remote, routers, events, true);
+                    Ok(())
+                })
+            }
         }
     }
 }
 
-/// Opens outbound connections from `bind_ip` (so peers see Roundabout's address).
-pub fn connector(bind_ip: IpAddr, routers: RouterPool, events: ConnectionEvents) -> Connector {
-    std::rc::Rc::new(move |transport, addr, _tls_name| {
-        let routers = routers.clone();
-        let events = events.clone();
+/// Runs an accepted connection's handshake beside the listener, bounded by `limit`.
+fn spawn_handshake(
+    transport: Transport,
+    remote: SocketAddr,
+    limit: Duration,
+    handshake: impl Future<Output = Result<(), String>> + 'static,
+) {
+    actix::spawn(async move {
+        match tokio::time::timeout(limit, handshake).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!("{transport} handshake with {remote} failed: {e}"),
+            Err(_) => debug!("{transport} handshake with {remote} took over {limit:?}: closed"),
+        }
+    });
+}
+
+/// Opens outbound connections from `bind_ip` (so peers see Roundabout's address). TLS and
+/// WSS check the server's certificate against `tls_name` (the trusted server's first FQDN,
+/// else its IP), which is also the SNI name.
+pub fn connector(
+    bind_ip: IpAddr,
+    tls: TlsConnector,
+    routers: RouterPool,
+    events: ConnectionEvents,
+) -> Connector {
+    std::rc::Rc::new(move |transport, addr, tls_name| {
+        let (routers, events, tls) = (routers.clone(), events.clone(), tls.clone());
+        let name = tls_name.unwrap_or_else(|| addr.ip().to_string());
         Box::pin(async move {
-            match transport {
-                Transport::Tcp => {
-                    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect_tcp(bind_ip, addr))
-                        .await
-                        .map_err(|_| DeliveryError::Unreachable)?
-                        .map_err(|e| {
-                            warn!("tcp connect to {addr} failed: {e}");
-                            DeliveryError::Unreachable
-                        })?;
-                    let _ = stream.set_nodelay(true);
-                    let flow = next_flow_id();
-                    let conn = StreamConnection::start(stream, flow, transport, addr, routers, events, false);
-                    Ok(FlowOpened {
-                        flow,
-                        transport,
-                        remote: addr,
-                        writer: conn.recipient(),
-                    })
-                }
-                other => {
-                    warn!("outbound {other} connections are not supported yet");
-                    Err(DeliveryError::Unreachable)
-                }
+            let unreachable = |what: &str, e: String| {
+                warn!("{transport} connection to {addr} ({name}) failed: {what}: {e}");
+                DeliveryError::Unreachable
+            };
+            if transport == Transport::Udp {
+                return Err(DeliveryError::Unreachable);
             }
+            let stream = bounded(CONNECT_TIMEOUT, connect_tcp(bind_ip, addr))
+                .await
+                .map_err(|e| unreachable("connect", e))?;
+            let _ = stream.set_nodelay(true);
+            let flow = next_flow_id();
+            let writer = match transport {
+                Transport::Udp => unreachable!("handled above"),
+                Transport::Tcp => {
+                    StreamConnection::start(stream, flow, transport, addr, routers, events, false)
+                        .recipient()
+                }
+                Transport::Tls => {
+                    let tls = bounded(CONNECT_TIMEOUT, tls.connect(&name, stream))
+                        .await
+                        .map_err(|e| unreachable("TLS handshake", e))?;
+                    StreamConnection::start(tls, flow, transport, addr, routers, events, false)
+                        .recipient()
+                }
+                Transport::Ws => {
+                    let ws = bounded(
+                        ws::HANDSHAKE_TIMEOUT,
+                        ws::connect(stream, &name, addr.port(), false),
+                    )
+                    .await
+                    .map_err(|e| unreachable("WebSocket handshake", e))?;
+                    WsConnection::start(ws, flow, transport, addr, routers, events, false)
+                        .recipient()
+                }
+                Transport::Wss => {
+                    let tls = bounded(CONNECT_TIMEOUT, tls.connect(&name, stream))
+                        .await
+                        .map_err(|e| unreachable("TLS handshake", e))?;
+                    let ws = bounded(
+                        ws::HANDSHAKE_TIMEOUT,
+                        ws::connect(tls, &name, addr.port(), true),
+                    )
+                    .await
+                    .map_err(|e| unreachable("WebSocket handshake", e))?;
+                    WsConnection::start(ws, flow, transport, addr, routers, events, false)
+                        .recipient()
+                }
+            };
+            Ok(FlowOpened {
+                flow,
+                transport,
+                remote: addr,
+                writer,
+            })
         })
     })
 }
 
+/// `fut` within `limit`, its error as text.
+async fn bounded<T, E: std::fmt::Display>(
+    limit: Duration,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {limit:?}")),
+    }
+}
+
 async fn connect_tcp(bind_ip: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if !bind_ip.is_unspecified() && bind_ip.is_ipv4() == addr.is_ipv4() {
         socket.bind(SocketAddr::new(bind_ip, 0))?;
     }
