@@ -192,6 +192,15 @@ impl Router {
                 }
             }
         };
+        // OPTIONS to Roundabout itself (no user, no further Route): a health check that
+        // servers and load balancers send to a proxy; answer it here.
+        if method == "OPTIONS" && next_route.is_none() {
+            if let Ok(u) = &ruri {
+                if u.user.is_none() && self.local.is_us(u) {
+                    return self.reply_stateless(&msg, &source, 200, "OK", ctx);
+                }
+            }
+        }
         let request_uri = token.map(|t| t.original_uri);
 
         let job = if method == "ACK" {
