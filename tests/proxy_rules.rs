@@ -307,3 +307,78 @@ fn silent_udp_next_hop_is_retransmitted_then_408() {
         assert_eq!(seen.last(), Some(&408), "{method}: {seen:?}");
     }
 }
+
+/// The client cache: bound only when the server answers 2xx (a 401 binds nothing), the 2xx
+/// carries the client's own Contact back, requests from the server by user reach the
+/// client at its registered Contact, `Expires: 0` unbinds, and for a stream client the
+/// binding goes with its connection.
+#[test]
+fn client_cache_binds_on_2xx_and_unbinds() {
+    let p = Peers::new();
+    let registrar = format!("{}::{}:udp:", p.uas.ip(), p.uas.port());
+    let _rb = roundabout(&p, &["-trusted-server", &registrar]);
+    let srv = udp(p.uas);
+    let client = udp(p.uac);
+    let ruri = format!("sip:{}", p.uas);
+    let contact = format!("<sip:carol@{};ob>;+sip.instance=\"<urn:uuid:1>\";reg-id=1", p.uac);
+    let register = |branch: &str, expires: u32| {
+        request("REGISTER", &ruri, "UDP", p.uac, branch, &format!("Expires: {expires}\r\n"), "")
+            .replace(&format!("Contact: <sip:alice@{}>", p.uac), &format!("Contact: {contact}"))
+    };
+    let message_for_carol = |branch: &str| {
+        request("MESSAGE", &format!("sip:carol@{}", p.proxy), "UDP", p.uas, branch, "", "hello")
+    };
+
+    // 1. Challenged: nothing is bound.
+    client.send_to(register("r1", 60).as_bytes(), p.proxy).unwrap();
+    let (fwd, _) = recv(&srv);
+    srv.send_to(response(&fwd, 401, "Unauthorized").as_bytes(), p.proxy).unwrap();
+    assert_eq!(status(&recv(&client).0), 401);
+    srv.send_to(message_for_carol("m1").as_bytes(), p.proxy).unwrap();
+    assert_eq!(status(&recv(&srv).0), 404, "a 401 must not bind carol");
+
+    // 2. Accepted: the registrar sees Roundabout's Contact, the client gets its own back.
+    client.send_to(register("r2", 60).as_bytes(), p.proxy).unwrap();
+    let (fwd, _) = recv(&srv);
+    let ours = header(&fwd, "Contact").unwrap().to_string();
+    assert!(ours.starts_with(&format!("<sip:carol@127.0.0.1:{}>", p.proxy.port())), "{ours}");
+    let ok = response(&fwd, 200, "OK").replace("Content-Length: 0", &format!("Contact: {ours};expires=45\r\nContent-Length: 0"));
+    srv.send_to(ok.as_bytes(), p.proxy).unwrap();
+    let (ok, _) = recv(&client);
+    assert_eq!(status(&ok), 200);
+    assert_eq!(header(&ok, "Contact"), Some(format!("{contact};expires=45").as_str()), "{ok}");
+
+    // 3. The server reaches carol by user, with her Contact as Request-URI.
+    srv.send_to(message_for_carol("m2").as_bytes(), p.proxy).unwrap();
+    let (delivered, _) = recv(&client);
+    assert!(delivered.starts_with(&format!("MESSAGE sip:carol@{};ob SIP/2.0", p.uac)), "{delivered}");
+    client.send_to(response(&delivered, 200, "OK").as_bytes(), p.proxy).unwrap();
+    assert_eq!(status(&recv(&srv).0), 200);
+
+    // 4. Expires: 0 unbinds.
+    client.send_to(register("r3", 0).as_bytes(), p.proxy).unwrap();
+    let (fwd, _) = recv(&srv);
+    srv.send_to(response(&fwd, 200, "OK").as_bytes(), p.proxy).unwrap();
+    assert_eq!(status(&recv(&client).0), 200);
+    srv.send_to(message_for_carol("m3").as_bytes(), p.proxy).unwrap();
+    assert_eq!(status(&recv(&srv).0), 404, "carol unregistered");
+
+    // 5. Over TCP: bound to the connection, gone with it.
+    let mut tcp = Stream::connect(p.proxy);
+    let local = tcp.local();
+    let reg = request("REGISTER", &ruri, "TCP", local, "r4", "Expires: 60\r\n", "")
+        .replace("Contact: <sip:alice@", "Contact: <sip:dave@");
+    tcp.send(&reg);
+    let (fwd, _) = recv(&srv);
+    srv.send_to(response(&fwd, 200, "OK").as_bytes(), p.proxy).unwrap();
+    assert_eq!(status(&tcp.read(Duration::from_secs(5))), 200);
+    let for_dave = request("MESSAGE", &format!("sip:dave@{}", p.proxy), "UDP", p.uas, "m4", "", "hi");
+    srv.send_to(for_dave.as_bytes(), p.proxy).unwrap();
+    let delivered = tcp.read(Duration::from_secs(5));
+    assert!(delivered.starts_with("MESSAGE sip:dave@"), "{delivered}");
+    drop(tcp);
+    std::thread::sleep(Duration::from_millis(300));
+    srv.send_to(for_dave.replace("z9hG4bKm4", "z9hG4bKm5").as_bytes(), p.proxy).unwrap();
+    let (gone, _) = recv(&srv);
+    assert!(matches!(status(&gone), 404 | 480), "{gone}");
+}
