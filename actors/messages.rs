@@ -41,7 +41,8 @@ pub struct FlowOpened {
     pub writer: Recipient<SendFrame>,
 }
 
-/// A connection is gone: forget it, and the clients bound to it.
+/// A connection is gone: forget it. Clients bound to it stay cached, so that a request for
+/// them fails with 480 (and then unbinds them) rather than 404.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct FlowClosed {

@@ -2,8 +2,10 @@
 //! including the very connection it registered on.
 //!
 //! Bindings are made only when the server answers a REGISTER with 2xx (so an unauthenticated
-//! REGISTER cannot hijack a user), and removed on expiry, on `Expires: 0`, and when the
-//! client's connection closes.
+//! REGISTER cannot hijack a user), and removed on expiry, on `Expires: 0`, and when a request
+//! for the client finds its connection gone. A binding outlives its connection on purpose:
+//! the server still has the client registered and keeps sending it calls, which must get 480
+//! (Temporarily Unavailable), not 404, until the client registers again.
 
 use super::messages::*;
 use crate::routing::FlowId;
@@ -115,8 +117,10 @@ impl Handler<FlowClosed> for Registrar {
     fn handle(&mut self, m: FlowClosed, _: &mut Context<Self>) {
         if let Some(users) = self.by_flow.remove(&m.flow) {
             for user in users {
-                self.clients.remove(&user);
-                debug!("client '{user}' removed: its {} connection closed", m.transport);
+                debug!(
+                    "client '{user}': its {} connection closed; requests for it get 480 until it registers again",
+                    m.transport
+                );
             }
         }
     }
