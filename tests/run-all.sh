@@ -55,6 +55,8 @@ wanted=(
     openssl:openssl
     systemd:systemd-analyze
     procps:pgrep
+    pkg-config:pkg-config
+    libssl-dev:
 )
 command -v npm >/dev/null 2>&1 || wanted+=(nodejs:node npm:npm)
 
