@@ -169,3 +169,9 @@ pub struct ConnectionEvents {
     pub opened: Recipient<FlowOpened>,
     pub closed: Vec<Recipient<FlowClosed>>,
 }
+
+/// Shutting down: a Router stops taking new transactions (answers them 503) and reports how
+/// many it still has in flight. Sent again to poll until that is 0 or time is up.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "usize")]
+pub struct Drain;

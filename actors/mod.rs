@@ -48,6 +48,8 @@ impl std::error::Error for StartError {}
 pub struct Running {
     pub listeners: Vec<(Transport, SocketAddr)>,
     pub shards: usize,
+    /// The Router shards, to drain them on shutdown.
+    pub routers: Vec<Recipient<messages::Drain>>,
     _arbiters: Vec<Arbiter>,
 }
 
@@ -111,12 +113,14 @@ pub async fn start(config: &Config, shards: usize, tls: TlsSettings) -> Result<R
     let shards = shards.max(1);
     let mut arbiters = Vec::with_capacity(shards);
     let mut routers = Vec::with_capacity(shards);
+    let mut drains = Vec::with_capacity(shards);
     for shard in 0..shards {
         let arbiter = Arbiter::new();
         let (config, key, peers) = (config.clone(), key.clone(), peers.clone());
         let addr = router::Router::start_in_arbiter(&arbiter.handle(), move |_| {
             router::Router::new(&config, key, shard, peers)
         });
+        drains.push(addr.clone().recipient());
         routers.push(addr.recipient());
         arbiters.push(arbiter);
     }
@@ -137,6 +141,7 @@ pub async fn start(config: &Config, shards: usize, tls: TlsSettings) -> Result<R
     Ok(Running {
         listeners,
         shards,
+        routers: drains,
         _arbiters: arbiters,
     })
 }

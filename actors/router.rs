@@ -52,6 +52,8 @@ pub struct Router {
     by_key: HashMap<ServerKey, TxId>,
     by_branch: HashMap<String, TxId>,
     next_id: TxId,
+    /// Set on shutdown: new transactions are refused with 503.
+    draining: bool,
 }
 
 /// A request waiting for its next hop.
@@ -87,6 +89,7 @@ impl Router {
             by_key: HashMap::new(),
             by_branch: HashMap::new(),
             next_id: 1,
+            draining: false,
         }
     }
 
@@ -144,6 +147,9 @@ impl Router {
             }
         }
 
+        if self.draining && method != "ACK" {
+            return self.reply_stateless(&msg, &source, 503, "Service Unavailable - Shutting Down", ctx);
+        }
         if msg.max_forwards() == Some(Ok(0)) {
             return self.reply_stateless(&msg, &source, 483, "Too Many Hops", ctx);
         }
@@ -757,5 +763,14 @@ impl Handler<DeliveryFailed> for Router {
             }
             DeliveryError::Unreachable => self.respond_locally(m.tx, 503, "Service Unavailable", ctx),
         }
+    }
+}
+
+impl Handler<Drain> for Router {
+    type Result = usize;
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> usize {
+        self.draining = true;
+        self.txs.values().filter(|tx| tx.final_status.is_none()).count()
     }
 }

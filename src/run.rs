@@ -51,9 +51,7 @@ pub fn proxy(config: Config) -> ExitCode {
         let running = crate::actors::start(&config, shards, tls).await?;
         print_banner(&config, &running, &tls_warnings);
         wait_for_signal().await;
-        info!("stopping");
-        // Let writes already queued reach their sockets.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        drain(&running).await;
         Ok::<_, crate::actors::StartError>(())
     });
     match result {
@@ -126,4 +124,35 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// How long transactions in flight may take to finish after SIGTERM/SIGINT.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses new transactions (503) and waits, bounded, for those in flight to end; then
+/// leaves a moment for queued writes to reach their sockets.
+async fn drain(running: &crate::actors::Running) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    let mut announced = false;
+    loop {
+        let mut in_flight = 0;
+        for r in &running.routers {
+            in_flight += r.send(crate::actors::messages::Drain).await.unwrap_or(0);
+        }
+        if in_flight == 0 {
+            info!("stopping: no transaction in flight");
+            break;
+        }
+        if Instant::now() >= deadline {
+            info!("stopping with {in_flight} transaction(s) still in flight after {DRAIN_LIMIT:?}");
+            break;
+        }
+        if !announced {
+            info!("stopping: waiting up to {DRAIN_LIMIT:?} for {in_flight} transaction(s) in flight");
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }

@@ -382,3 +382,27 @@ fn client_cache_binds_on_2xx_and_unbinds() {
     let (gone, _) = recv(&srv);
     assert!(matches!(status(&gone), 404 | 480), "{gone}");
 }
+
+/// SIGTERM: new transactions get 503, the one in flight finishes, then exit 0.
+#[test]
+fn sigterm_drains_transactions_in_flight_then_exits_0() {
+    let p = Peers::new();
+    let server = format!("{}::{}:udp:", p.uas.ip(), p.uas.port());
+    let mut rb = roundabout(&p, &["-trusted-server", &server]);
+    let srv = udp(p.uas);
+    let client = udp(p.uac);
+    let ruri = format!("sip:bob@{}", p.uas);
+    client.send_to(request("MESSAGE", &ruri, "UDP", p.uac, "d1", "", "first").as_bytes(), p.proxy).unwrap();
+    let (fwd, _) = recv(&srv);
+    let killed = std::process::Command::new("kill").args(["-TERM", &rb.pid().to_string()]).status().unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(300));
+    client.send_to(request("MESSAGE", &ruri, "UDP", p.uac, "d2", "", "second").as_bytes(), p.proxy).unwrap();
+    let (refused, _) = recv(&client);
+    assert_eq!(status(&refused), 503, "{refused}");
+    srv.send_to(response(&fwd, 200, "OK").as_bytes(), p.proxy).unwrap();
+    let (ok, _) = recv(&client);
+    assert_eq!(status(&ok), 200, "the transaction in flight must finish: {ok}");
+    let exit = rb.wait_timeout(Duration::from_secs(8)).expect("roundabout did not exit after SIGTERM");
+    assert_eq!(exit.code(), Some(0), "{}", rb.report());
+}
