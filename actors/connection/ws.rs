@@ -114,6 +114,7 @@ pub fn decide_handshake<'a>(
 }
 
 /// The `accept_hdr` callback: applies [`decide_handshake`] to a request.
+#[allow(clippy::result_large_err)] // the type tungstenite's callback returns
 fn answer_handshake(
     request: &Request,
     mut response: Response,
@@ -155,6 +156,7 @@ fn answer_handshake(
 
 /// Server side of the upgrade on an accepted (TCP or TLS) stream. Not time-bounded here:
 /// the caller bounds the whole accept with [`HANDSHAKE_TIMEOUT`].
+#[allow(clippy::result_large_err)] // the closure returns tungstenite's callback type
 pub async fn accept<S>(
     stream: S,
     options: WsOptions,

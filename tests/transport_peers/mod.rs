@@ -5,6 +5,8 @@
 //! Every read is bounded by [`IO_TIMEOUT`] and panics with what was awaited when nothing
 //! comes, so a test never hangs.
 #![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(clippy::result_large_err)] // tungstenite's handshake callback type
+#![allow(clippy::large_enum_variant)] // a handful of links per test
 
 use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::handshake::client::Response;
