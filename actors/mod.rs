@@ -115,14 +115,20 @@ pub async fn start(config: &Config, shards: usize, tls: TlsSettings) -> Result<R
     let mut routers = Vec::with_capacity(shards);
     let mut drains = Vec::with_capacity(shards);
     for shard in 0..shards {
-        let arbiter = Arbiter::new();
         let (config, key, peers) = (config.clone(), key.clone(), peers.clone());
-        let addr = router::Router::start_in_arbiter(&arbiter.handle(), move |_| {
-            router::Router::new(&config, key, shard, peers)
-        });
+        let make = move |_: &mut Context<router::Router>| router::Router::new(&config, key, shard, peers);
+        // Shard 0 shares the sockets' thread, so a proxy on one core never hops threads;
+        // every further shard gets a thread of its own.
+        let addr = if shard == 0 {
+            router::Router::create(make)
+        } else {
+            let arbiter = Arbiter::new();
+            let addr = router::Router::start_in_arbiter(&arbiter.handle(), make);
+            arbiters.push(arbiter);
+            addr
+        };
         drains.push(addr.clone().recipient());
         routers.push(addr.recipient());
-        arbiters.push(arbiter);
     }
     let routers = RouterPool::new(routers);
     let events = ConnectionEvents {

@@ -25,7 +25,7 @@ use cidr::IpCidr;
 use log::{debug, info, trace, warn};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Registrations without an expiry from the server or client last this long.
 const DEFAULT_EXPIRES: u32 = 3600;
@@ -54,7 +54,11 @@ pub struct Router {
     next_id: TxId,
     /// Set on shutdown: new transactions are refused with 503.
     draining: bool,
+    timers: TimerQueue,
 }
+
+/// How often the Router serves its timers (T1 is 500 ms; this is precise enough).
+const TICK: Duration = Duration::from_millis(20);
 
 /// A request waiting for its next hop.
 enum Job {
@@ -73,6 +77,10 @@ struct Pending {
 
 impl Actor for Router {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(TICK, |act, ctx| act.on_tick(ctx));
+    }
 }
 
 impl Router {
@@ -90,6 +98,7 @@ impl Router {
             by_branch: HashMap::new(),
             next_id: 1,
             draining: false,
+            timers: TimerQueue::default(),
         }
     }
 
@@ -387,10 +396,10 @@ impl Router {
                 tx.destination = Some(destination.clone());
                 if out == Transport::Udp {
                     tx.sent = Some(bytes.clone());
-                    ctx.run_later(T1, move |act, ctx| act.on_retransmit_timer(id, ctx));
+                    self.timers.schedule(Instant::now() + T1, id, TimerKind::Retransmit);
                 }
                 self.by_branch.insert(branch, id);
-                ctx.run_later(TIMER_B, move |act, ctx| act.on_timeout(id, ctx));
+                self.timers.schedule(Instant::now() + TIMER_B, id, TimerKind::Timeout);
                 self.deliver(destination, bytes, Some(id), ctx);
             }
         }
@@ -508,7 +517,7 @@ impl Router {
             if first_provisional {
                 tx.state = TxState::Proceeding;
                 if tx.is_invite() {
-                    ctx.run_later(TIMER_C, move |act, ctx| act.on_timer_c(id, ctx));
+                    self.timers.schedule(Instant::now() + TIMER_C, id, TimerKind::Ringing);
                 }
             }
             if status == 100 {
@@ -617,6 +626,17 @@ impl Router {
 
     // ----- timers and endings -----------------------------------------------------------
 
+    fn on_tick(&mut self, ctx: &mut Context<Self>) {
+        for (id, kind) in self.timers.due(Instant::now()) {
+            match kind {
+                TimerKind::Retransmit => self.on_retransmit_timer(id, ctx),
+                TimerKind::Timeout => self.on_timeout(id, ctx),
+                TimerKind::Ringing => self.on_timer_c(id, ctx),
+                TimerKind::Remove => self.remove(id),
+            }
+        }
+    }
+
     fn on_retransmit_timer(&mut self, id: TxId, ctx: &mut Context<Self>) {
         let Some(tx) = self.txs.get_mut(&id) else { return };
         let keep_going = match tx.state {
@@ -632,7 +652,7 @@ impl Router {
         let next = tx.retransmit_interval;
         trace!("retransmitting {} to {dest}", tx.request.method());
         self.deliver(dest, bytes, None, ctx);
-        ctx.run_later(next, move |act, ctx| act.on_retransmit_timer(id, ctx));
+        self.timers.schedule(Instant::now() + next, id, TimerKind::Retransmit);
     }
 
     /// Timer B/F: no (final) answer in 32 s.
@@ -661,7 +681,7 @@ impl Router {
     }
 
     /// The final answer is out: keep the transaction a while to absorb retransmissions.
-    fn complete(&mut self, id: TxId, ctx: &mut Context<Self>) {
+    fn complete(&mut self, id: TxId, _ctx: &mut Context<Self>) {
         let Some(tx) = self.txs.get_mut(&id) else { return };
         tx.state = TxState::Completed;
         let linger = if tx.source.transport.is_stream() && !tx.destination.as_ref().is_some_and(|d| d.transport() == Transport::Udp) {
@@ -669,7 +689,9 @@ impl Router {
         } else {
             LINGER_UDP
         };
-        ctx.run_later(linger, move |act, _| act.remove(id));
+        // The request as sent is only needed for retransmission before an answer.
+        tx.sent = None;
+        self.timers.schedule(Instant::now() + linger, id, TimerKind::Remove);
     }
 
     fn remove(&mut self, id: TxId) {

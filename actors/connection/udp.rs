@@ -5,7 +5,7 @@ use crate::actors::messages::RouterPool;
 use crate::routing::{FlowId, Source};
 use crate::sip::Transport;
 use actix::prelude::*;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use log::debug;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,7 +43,9 @@ impl StreamHandler<Result<(BytesMut, SocketAddr), std::io::Error>> for UdpConnec
                     remote,
                     flow: FlowId::UDP,
                 };
-                parse_and_route(data.freeze(), source, &self.routers);
+                // Copied to its exact size: a split of the 64 KiB read buffer would keep the
+                // whole buffer alive for as long as the transaction holds the message.
+                parse_and_route(Bytes::copy_from_slice(&data), source, &self.routers);
             }
             // ICMP errors for earlier sends surface here (e.g. connection refused): they
             // concern one peer, never the socket.

@@ -103,7 +103,11 @@ impl Decoder for SipStreamCodec {
             buf.reserve(total - buf.len());
             return Ok(None);
         }
-        Ok(Some(StreamFrame::Message(buf.split_to(total).freeze())))
+        // Copied out so the message does not pin the connection's read buffer (which is
+        // then reused in place): idle connections stay small.
+        let message = Bytes::copy_from_slice(&buf[..total]);
+        buf.advance(total);
+        Ok(Some(StreamFrame::Message(message)))
     }
 }
 
