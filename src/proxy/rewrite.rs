@@ -56,9 +56,15 @@ impl ProxyAddress {
         )
     }
 
-    /// A Record-Route value that brings in-dialog requests back on transport `t`.
+    /// A Record-Route value that brings in-dialog requests back on transport `t`. On TLS and
+    /// WSS it names the FQDN when there is one: peers that open a new TLS connection for
+    /// in-dialog requests check the certificate against this host.
     pub fn record_route(&self, t: Transport) -> String {
-        format!("<sip:{}:{}{};lr>", self.ip_host, self.port(t), transport_param(t))
+        let host = match (&self.identity.fqdn, t.is_secure()) {
+            (Some(fqdn), true) => fqdn.as_str(),
+            _ => self.ip_host.as_str(),
+        };
+        format!("<sip:{host}:{}{};lr>", self.port(t), transport_param(t))
     }
 
     /// Roundabout's Contact URI on transport `t` for `user`, with extra parameters.
@@ -388,7 +394,8 @@ mod tests {
         assert_eq!(l.via(Transport::Tcp, "z9hG4bKx"), "SIP/2.0/TCP 203.0.113.5:5060;branch=z9hG4bKx");
         assert_eq!(l.record_route(Transport::Ws), "<sip:203.0.113.5:8080;transport=ws;lr>");
         assert_eq!(l.record_route(Transport::Udp), "<sip:203.0.113.5:5060;lr>");
-        assert_eq!(l.record_route(Transport::Wss), "<sip:203.0.113.5:443;transport=ws;lr>");
+        assert_eq!(l.record_route(Transport::Wss), "<sip:proxya.example.com:443;transport=ws;lr>");
+        assert_eq!(l.record_route(Transport::Tls), "<sip:proxya.example.com:5061;transport=tls;lr>");
         assert_eq!(l.contact_uri(Transport::Tls, Some("bob"), ""), "sip:bob@203.0.113.5:5061;transport=tls");
         let fq = ProxyAddress::new(l.identity.clone(), true);
         assert_eq!(fq.contact_uri(Transport::Udp, None, ""), "sip:proxya.example.com:5060");
