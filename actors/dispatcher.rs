@@ -8,7 +8,7 @@ use super::messages::*;
 use crate::routing::{Destination, FlowId};
 use crate::sip::Transport;
 use actix::prelude::*;
-use log::{debug, info, warn};
+use log::{debug, warn};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,7 +88,7 @@ impl Dispatcher {
             let queued = act.connecting.remove(&key).unwrap_or_default();
             match res {
                 Ok(opened) => {
-                    info!("connected to {transport}:{addr} ({})", opened.flow);
+                    debug!("connected to {transport}:{addr} ({})", opened.flow);
                     for m in queued {
                         opened.writer.do_send(SendFrame(m.bytes));
                     }

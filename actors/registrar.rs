@@ -56,7 +56,7 @@ impl Actor for Registrar {
                 .collect();
             for user in expired {
                 act.unbind(&user);
-                info!("client '{user}' expired");
+                debug!("client '{user}' expired");
             }
         });
     }
@@ -75,7 +75,7 @@ impl Handler<BindClient> for Registrar {
                 );
             }
         } else {
-            info!("client '{}' registered from {} {}", m.user, source.transport, source.remote);
+            debug!("client '{}' registered from {} {}", m.user, source.transport, source.remote);
         }
         if source.flow != FlowId::UDP {
             self.by_flow.entry(source.flow).or_default().insert(m.user.clone());
@@ -95,7 +95,7 @@ impl Handler<UnbindClient> for Registrar {
 
     fn handle(&mut self, m: UnbindClient, _: &mut Context<Self>) {
         if self.unbind(&m.user).is_some() {
-            info!("client '{}' unregistered", m.user);
+            debug!("client '{}' unregistered", m.user);
         }
     }
 }
