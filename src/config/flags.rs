@@ -121,36 +121,36 @@ pub struct Flags {
     #[argh(switch)]
     pub csr: bool,
 
-    /// subject for -csr: country (C), e.g. US
+    /// subject for -csr: country (C), e.g. US (default: none)
     #[argh(option)]
     pub csr_c: Option<String>,
 
-    /// subject for -csr: common name (CN), e.g. proxya.example.com
+    /// subject for -csr: common name (CN), e.g. proxya.example.com (default: none)
     #[argh(option)]
     pub csr_cn: Option<String>,
 
-    /// subject for -csr: locality (L)
+    /// subject for -csr: locality (L) (default: none)
     #[argh(option)]
     pub csr_l: Option<String>,
 
-    /// subject for -csr: organisation (O)
+    /// subject for -csr: organisation (O) (default: none)
     #[argh(option)]
     pub csr_o: Option<String>,
 
-    /// subject for -csr: organisational unit (OU)
+    /// subject for -csr: organisational unit (OU) (default: none)
     #[argh(option)]
     pub csr_ou: Option<String>,
 
-    /// subject for -csr: state or province (ST)
+    /// subject for -csr: state or province (ST) (default: none)
     #[argh(option)]
     pub csr_p: Option<String>,
 
     /// subject for -csr: alternative names, comma-separated; IP addresses become IP SANs, the rest
-    /// DNS SANs
+    /// DNS SANs (default: none)
     #[argh(option)]
     pub csr_san: Option<String>,
 
-    /// write the CSR to this file instead of standard output
+    /// write the CSR to this file (default: standard output)
     #[argh(option)]
     pub csr_out: Option<String>,
 
