@@ -55,12 +55,17 @@ fn loop_hash(msg: &SipMessage) -> u32 {
         .and_then(|v| NameAddr::parse(v).ok())
         .and_then(|n| n.tag().map(String::from));
     let cseq = msg.cseq().map(|(n, _)| n);
+    // The Route set as received too (RFC 3261 16.6 step 8): an in-dialog request that comes
+    // back after a Record-Routing server popped its Route keeps its Request-URI, and is a
+    // spiral, not a loop.
+    let routes: Vec<&str> = msg.values(HeaderName::Route).collect();
     Fixed::default().hash_one((
         msg.request_uri(),
         from_tag,
         to_tag(msg),
         msg.call_id(),
         cseq,
+        routes,
     )) as u32
 }
 
@@ -101,6 +106,12 @@ mod tests {
         assert!(is_loop(&req("sip:b@y", &ours), &local));
         assert!(!is_loop(&req("sip:b@z", &ours), &local), "retargeted: a spiral");
         assert!(!is_loop(&first, &local));
+        // In-dialog through a Record-Routing server: same Request-URI, fewer Routes.
+        let routed = format!("Route: <sip:127.0.0.4;lr>, <sip:127.0.0.1;lr>\r\n");
+        let first_pass = req("sip:b@y", &routed);
+        let b2 = gen.next(&first_pass);
+        let back = format!("Via: SIP/2.0/UDP 127.0.0.1:5060;branch={b2}\r\nRoute: <sip:127.0.0.1;lr>\r\n");
+        assert!(!is_loop(&req("sip:b@y", &back), &local), "a spiral through a server");
         let elsewhere = format!("Via: SIP/2.0/UDP 127.0.0.9:5060;branch={b}\r\n");
         assert!(!is_loop(&req("sip:b@y", &elsewhere), &local));
     }
