@@ -17,6 +17,17 @@ pub fn local_tag(call_id: &str, branch: &str) -> String {
 /// Builds a response to `req`. `top_via` replaces the first Via value (with received/rport
 /// filled in) when given.
 pub fn build_response(req: &SipMessage, code: u16, reason: &str, top_via: Option<&str>) -> Bytes {
+    build_response_with(req, code, reason, top_via, &[])
+}
+
+/// [`build_response`] with `extra` header lines (e.g. `Unsupported: foo` for a 420).
+pub fn build_response_with(
+    req: &SipMessage,
+    code: u16,
+    reason: &str,
+    top_via: Option<&str>,
+    extra: &[String],
+) -> Bytes {
     let mut out = String::with_capacity(512);
     out.push_str(&format!("SIP/2.0 {code} {reason}\r\n"));
     let mut first_via = true;
@@ -59,7 +70,41 @@ pub fn build_response(req: &SipMessage, code: u16, reason: &str, top_via: Option
             _ => {}
         }
     }
+    for line in extra {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
     out.push_str("Server: Roundabout\r\nContent-Length: 0\r\n\r\n");
+    Bytes::from(out)
+}
+
+/// The answer to a request the parser refused, from what [`crate::sip::salvage`] could read
+/// of it: every Via as it came, From, To (with a tag), Call-ID and CSeq copied.
+pub fn build_salvaged_response(s: &crate::sip::salvage::Salvaged) -> Bytes {
+    let mut out = String::with_capacity(512);
+    out.push_str(&format!("SIP/2.0 {} {}\r\n", s.code, s.reason));
+    for via in &s.vias {
+        out.push_str(&format!("Via: {via}\r\n"));
+    }
+    out.push_str(&format!("From: {}\r\nTo: {}", s.from, s.to));
+    let has_tag = crate::sip::uri::NameAddr::parse(&s.to)
+        .map(|n| n.tag().is_some())
+        .unwrap_or(true);
+    if !has_tag {
+        let first = &s.vias[0];
+        let branch = crate::sip::header::split_values(first)
+            .into_iter()
+            .next()
+            .and_then(|r| crate::sip::via::Via::parse(&first[r]).ok())
+            .and_then(|v| v.branch().map(String::from))
+            .unwrap_or_default();
+        out.push_str(";tag=");
+        out.push_str(&local_tag(&s.call_id, &branch));
+    }
+    out.push_str(&format!(
+        "\r\nCall-ID: {}\r\nCSeq: {}\r\nServer: Roundabout\r\nContent-Length: 0\r\n\r\n",
+        s.call_id, s.cseq
+    ));
     Bytes::from(out)
 }
 
@@ -74,7 +119,12 @@ mod tests {
               Via: SIP/2.0/UDP d;branch=z9hG4bKd\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: cid\r\nCSeq: 1 INVITE\r\nX-No: copy\r\n\r\n",
         ))
         .unwrap();
-        let r = build_response(&req, 404, "Not Found", Some("SIP/2.0/UDP a:5060;branch=z9hG4bK1;rport=5060;received=1.2.3.4"));
+        let r = build_response(
+            &req,
+            404,
+            "Not Found",
+            Some("SIP/2.0/UDP a:5060;branch=z9hG4bK1;rport=5060;received=1.2.3.4"),
+        );
         let text = std::str::from_utf8(&r).unwrap();
         assert!(text.starts_with("SIP/2.0 404 Not Found\r\nVia: SIP/2.0/UDP a:5060;branch=z9hG4bK1;rport=5060;received=1.2.3.4, SIP/2.0/UDP c;branch=z9hG4bK0\r\nVia: SIP/2.0/UDP d;branch=z9hG4bKd\r\n"), "{text}");
         assert!(text.contains("To: <sip:b@x>;tag=rb"));
@@ -84,8 +134,27 @@ mod tests {
         let tag = |t: &str| t.split("tag=").nth(2).map(|s| s[..10].to_string());
         assert_eq!(tag(text), tag(std::str::from_utf8(&again).unwrap()));
         let trying = build_response(&req, 100, "Trying", None);
-        assert!(std::str::from_utf8(&trying).unwrap().contains("To: <sip:b@x>\r\n"));
+        assert!(std::str::from_utf8(&trying)
+            .unwrap()
+            .contains("To: <sip:b@x>\r\n"));
         let parsed = SipMessage::parse(r).unwrap();
         assert_eq!(parsed.status(), Some(404));
+    }
+
+    #[test]
+    fn salvaged_answer_parses_and_copies_every_via() {
+        let broken = b"OPTIONS  sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
+              Via: SIP/2.0/TCP c;branch=z9hG4bK0\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\n\
+              Call-ID: cid\r\nCSeq: 2 OPTIONS\r\n\r\n";
+        let s = crate::sip::salvage::salvage(broken, "Malformed Request-Line").unwrap();
+        let r = build_salvaged_response(&s);
+        let m = SipMessage::parse(r).unwrap();
+        assert_eq!(m.status(), Some(400));
+        assert_eq!(m.values(HeaderName::Via).count(), 2);
+        assert!(m.first_value(HeaderName::To).unwrap().contains(";tag=rb"));
+        assert_eq!(m.cseq(), Some((2, "OPTIONS")));
+        assert!(std::str::from_utf8(m.raw())
+            .unwrap()
+            .starts_with("SIP/2.0 400 Malformed Request-Line\r\n"));
     }
 }

@@ -4,7 +4,7 @@
 //! nothing else about headers, so a message with bad headers is still cut out whole and can be
 //! answered with a 400 by the parser's caller, and the stream stays in sync.
 
-use super::message::find_end_of_headers;
+use super::message::{find_end_of_headers, is_token_char};
 use bytes::{Buf, Bytes, BytesMut};
 use std::fmt;
 use tokio_util::codec::Decoder;
@@ -23,8 +23,13 @@ pub enum StreamFrame {
 
 #[derive(Debug)]
 pub enum FrameError {
-    TooLarge { limit: usize },
+    TooLarge {
+        limit: usize,
+    },
     BadContentLength,
+    /// A message cannot begin with this byte (a SIP message begins with a method token or
+    /// `SIP/2.0`): the peer speaks something else, e.g. TLS or binary garbage.
+    NotSip(u8),
     Io(std::io::Error),
 }
 
@@ -35,6 +40,15 @@ impl fmt::Display for FrameError {
                 write!(f, "message larger than the stream limit of {limit} bytes")
             }
             FrameError::BadContentLength => write!(f, "unreadable Content-Length"),
+            FrameError::NotSip(0x16) => {
+                write!(
+                    f,
+                    "not SIP: a TLS handshake (byte 0x16) on a plain connection"
+                )
+            }
+            FrameError::NotSip(b) => {
+                write!(f, "not SIP: a message cannot begin with byte {b:#04x}")
+            }
             FrameError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -81,6 +95,14 @@ impl Decoder for SipStreamCodec {
             buf.advance(1); // stray LF between messages: tolerated, like Kamailio does
             return Ok(Some(StreamFrame::Pong));
         }
+        if let Some(&first) = buf.first() {
+            if first == b'\r' && buf.len() == 1 {
+                return Ok(None); // maybe the first half of a CRLF
+            }
+            if !is_token_char(first) {
+                return Err(FrameError::NotSip(first));
+            }
+        }
         let Some(head_end) = find_end_of_headers(buf) else {
             if buf.len() > self.max_message {
                 return Err(FrameError::TooLarge {
@@ -89,7 +111,12 @@ impl Decoder for SipStreamCodec {
             }
             return Ok(None);
         };
-        let body_start = head_end + if buf[head_end..].starts_with(b"\r\n") { 2 } else { 1 };
+        let body_start = head_end
+            + if buf[head_end..].starts_with(b"\r\n") {
+                2
+            } else {
+                1
+            };
         let content_length = content_length(&buf[..head_end])?;
         let total = body_start
             .checked_add(content_length)
@@ -130,8 +157,14 @@ pub fn content_length(head: &[u8]) -> Result<usize, FrameError> {
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -175,12 +208,43 @@ mod tests {
     fn rejects_oversize_and_bad_length() {
         let mut codec = SipStreamCodec { max_message: 100 };
         let mut buf = BytesMut::from(&[b'x'; 101][..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut buf = BytesMut::from(&b"INVITE sip:a SIP/2.0\r\nl: 1000\r\n\r\n"[..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut buf = BytesMut::from(&b"INVITE sip:a SIP/2.0\r\nContent-Length: -1\r\n\r\n"[..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::BadContentLength)));
-        let mut buf = BytesMut::from(&b"INVITE sip:a SIP/2.0\r\nContent-Length: 99999999999999999999999\r\n\r\n"[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::BadContentLength)
+        ));
+        let mut buf = BytesMut::from(
+            &b"INVITE sip:a SIP/2.0\r\nContent-Length: 99999999999999999999999\r\n\r\n"[..],
+        );
         assert!(codec.decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn rejects_what_cannot_begin_a_message() {
+        let mut codec = SipStreamCodec::default();
+        for start in [
+            &b"\x16\x03\x01\x00\xa5\x01"[..],
+            b"\x00\x00",
+            b"<html>",
+            b" INVITE",
+        ] {
+            let mut buf = BytesMut::from(start);
+            assert!(
+                matches!(codec.decode(&mut buf), Err(FrameError::NotSip(_))),
+                "{start:?}"
+            );
+        }
+        let mut buf = BytesMut::from(&b"\r\n\r\nI"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(StreamFrame::Ping));
+        assert_eq!(codec.decode(&mut buf).unwrap(), None, "a method may follow");
     }
 }

@@ -11,7 +11,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
 use std::ops::Range;
 
-/// At most this many header lines; more is treated as an attack (RFC 4475 has none near it).
+/// At most this many header lines by default; more is treated as an attack (RFC 4475 has none
+/// near it). `-max-headers` sets the limit the connections use ([`SipMessage::parse_limited`]).
 pub const MAX_HEADERS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +33,7 @@ impl fmt::Display for ParseError {
             ParseError::Empty => write!(f, "empty message"),
             ParseError::BadStartLine(l) => write!(f, "invalid start line '{l}'"),
             ParseError::BadHeaderLine(n) => write!(f, "invalid header line {n}"),
-            ParseError::TooManyHeaders => write!(f, "more than {MAX_HEADERS} header lines"),
+            ParseError::TooManyHeaders => write!(f, "too many header lines"),
             ParseError::NoEndOfHeaders => write!(f, "no empty line after the headers"),
             ParseError::NotUtf8 => write!(f, "header section is not UTF-8"),
             ParseError::BadContentLength(v) => write!(f, "invalid Content-Length '{v}'"),
@@ -89,6 +90,11 @@ impl SipMessage {
     /// Leading CRLFs are skipped (RFC 3261 section 7.5). A body longer than Content-Length
     /// is cut to it; a shorter one is an error.
     pub fn parse(buf: Bytes) -> Result<SipMessage, ParseError> {
+        SipMessage::parse_limited(buf, MAX_HEADERS)
+    }
+
+    /// [`SipMessage::parse`] with at most `max_headers` header lines.
+    pub fn parse_limited(buf: Bytes, max_headers: usize) -> Result<SipMessage, ParseError> {
         let start_at = buf
             .iter()
             .position(|&b| b != b'\r' && b != b'\n')
@@ -113,7 +119,7 @@ impl SipMessage {
         let mut unfolded = Vec::new();
         let mut content_length = None;
         for (n, (line, range)) in lines.enumerate() {
-            if headers.len() == MAX_HEADERS {
+            if headers.len() == max_headers {
                 return Err(ParseError::TooManyHeaders);
             }
             let colon = line.find(':').ok_or(ParseError::BadHeaderLine(n + 1))?;
@@ -128,7 +134,8 @@ impl SipMessage {
                 unfolded.push(unfold(trimmed));
                 FieldValue::Unfolded(unfolded.len() - 1)
             } else {
-                let off = range.start + colon + 1 + (raw_value.len() - raw_value.trim_start().len());
+                let off =
+                    range.start + colon + 1 + (raw_value.len() - raw_value.trim_start().len());
                 FieldValue::Raw(off..off + trimmed.len())
             };
             if name == HeaderName::ContentLength && content_length.is_none() {
@@ -202,6 +209,11 @@ impl SipMessage {
         }
     }
 
+    /// A header's name as written (e.g. `v`, `VIA`, `X-Custom`).
+    pub fn raw_name(&self, h: &HeaderField) -> &str {
+        self.str_at(h.raw_name.clone())
+    }
+
     /// The first header of that name, with its index.
     pub fn first(&self, name: HeaderName) -> Option<(usize, &str)> {
         self.headers
@@ -233,7 +245,8 @@ impl SipMessage {
     }
 
     pub fn call_id(&self) -> Option<&str> {
-        self.first_value(HeaderName::CallId).filter(|v| !v.is_empty())
+        self.first_value(HeaderName::CallId)
+            .filter(|v| !v.is_empty())
     }
 
     /// CSeq number and method.
@@ -255,7 +268,9 @@ impl SipMessage {
     }
 
     pub fn has_content_length(&self) -> bool {
-        self.headers.iter().any(|h| h.name == HeaderName::ContentLength)
+        self.headers
+            .iter()
+            .any(|h| h.name == HeaderName::ContentLength)
     }
 
     /// The message exactly as it arrived (for logs at trace level).
@@ -357,7 +372,11 @@ impl Rewrite {
     fn extra_len(&self) -> usize {
         self.prepend.iter().map(|l| l.len() + 2).sum::<usize>()
             + self.start_line.as_ref().map_or(0, |l| l.len())
-            + self.edits.iter().map(|(_, v)| v.as_ref().map_or(0, |v| v.len())).sum::<usize>()
+            + self
+                .edits
+                .iter()
+                .map(|(_, v)| v.as_ref().map_or(0, |v| v.len()))
+                .sum::<usize>()
     }
 }
 
@@ -415,7 +434,11 @@ fn unfold(v: &str) -> String {
         if part.is_empty() {
             continue;
         }
-        let trimmed = if out.is_empty() { part } else { part.trim_start() };
+        let trimmed = if out.is_empty() {
+            part
+        } else {
+            part.trim_start()
+        };
         if pending_space && !out.is_empty() {
             out.push(' ');
         }
@@ -510,7 +533,11 @@ mod tests {
         assert_eq!(m.cseq(), Some((314159, "INVITE")));
         assert_eq!(m.max_forwards(), Some(Ok(70)));
         assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK776asdhds"));
-        let subject = m.headers().iter().find(|h| m.value(h).starts_with("folded")).unwrap();
+        let subject = m
+            .headers()
+            .iter()
+            .find(|h| m.value(h).starts_with("folded"))
+            .unwrap();
         assert_eq!(m.value(subject), "folded across lines");
         assert_eq!(&m.body()[..], b"body");
     }
@@ -548,7 +575,9 @@ mod tests {
     fn adds_content_length_when_missing() {
         let m = msg("OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\nab");
         let out = m.render(&Rewrite::default());
-        assert!(std::str::from_utf8(&out).unwrap().ends_with("Content-Length: 2\r\n\r\nab"));
+        assert!(std::str::from_utf8(&out)
+            .unwrap()
+            .ends_with("Content-Length: 2\r\n\r\nab"));
     }
 
     #[test]
@@ -565,14 +594,32 @@ mod tests {
         let p = |s: &str| SipMessage::parse(Bytes::copy_from_slice(s.as_bytes())).unwrap_err();
         assert_eq!(p(""), ParseError::Empty);
         assert_eq!(p("\r\n\r\n"), ParseError::Empty);
-        assert!(matches!(p("INVITE sip:x SIP/2.0\r\nVia: x\r\n"), ParseError::NoEndOfHeaders));
-        assert!(matches!(p("INVITE  sip:x SIP/2.0\r\n\r\n"), ParseError::BadStartLine(_)));
-        assert!(matches!(p("SIP/2.0 20 OK\r\n\r\n"), ParseError::BadStartLine(_)));
-        assert!(matches!(p("INVITE sip:x SIP/2.0\r\nNoColon\r\n\r\n"), ParseError::BadHeaderLine(1)));
-        assert!(matches!(p("INVITE sip:x SIP/2.0\r\nl: x\r\n\r\n"), ParseError::BadContentLength(_)));
+        assert!(matches!(
+            p("INVITE sip:x SIP/2.0\r\nVia: x\r\n"),
+            ParseError::NoEndOfHeaders
+        ));
+        assert!(matches!(
+            p("INVITE  sip:x SIP/2.0\r\n\r\n"),
+            ParseError::BadStartLine(_)
+        ));
+        assert!(matches!(
+            p("SIP/2.0 20 OK\r\n\r\n"),
+            ParseError::BadStartLine(_)
+        ));
+        assert!(matches!(
+            p("INVITE sip:x SIP/2.0\r\nNoColon\r\n\r\n"),
+            ParseError::BadHeaderLine(1)
+        ));
+        assert!(matches!(
+            p("INVITE sip:x SIP/2.0\r\nl: x\r\n\r\n"),
+            ParseError::BadContentLength(_)
+        ));
         assert!(matches!(
             p("INVITE sip:x SIP/2.0\r\nl: 10\r\n\r\nabc"),
-            ParseError::BodyTruncated { declared: 10, received: 3 }
+            ParseError::BodyTruncated {
+                declared: 10,
+                received: 3
+            }
         ));
         let mut many = String::from("OPTIONS sip:x SIP/2.0\r\n");
         for i in 0..=MAX_HEADERS {
@@ -580,7 +627,9 @@ mod tests {
         }
         many.push_str("\r\n");
         assert_eq!(p(&many), ParseError::TooManyHeaders);
-        let bad_utf8 = SipMessage::parse(Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\nX: \xff\r\n\r\n"));
+        let bad_utf8 = SipMessage::parse(Bytes::from_static(
+            b"OPTIONS sip:x SIP/2.0\r\nX: \xff\r\n\r\n",
+        ));
         assert_eq!(bad_utf8.unwrap_err(), ParseError::NotUtf8);
     }
 

@@ -4,6 +4,7 @@
 pub mod framing;
 pub mod header;
 pub mod message;
+pub mod salvage;
 pub mod transport;
 pub mod uri;
 pub mod via;

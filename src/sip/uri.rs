@@ -53,17 +53,19 @@ impl<'a> SipUri<'a> {
         } else {
             return Err(UriError::NotSip(s.to_string()));
         };
-        let (rest, headers) = match rest.find('?') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        let (user, hostport_params) = match rest.find('@') {
+        // The first '@' ends the userinfo: it may hold '?' (RFC 3261 user-unreserved), while
+        // '@' cannot appear unescaped in the host, parameters or headers.
+        let (user, rest) = match rest.find('@') {
             Some(i) => {
                 let userinfo = &rest[..i];
                 let user = userinfo.split(':').next().unwrap_or("");
                 (Some(user), &rest[i + 1..])
             }
             None => (None, rest),
+        };
+        let (hostport_params, headers) = match rest.find('?') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
         };
         let (host, after_host) = if hostport_params.starts_with('[') {
             let end = hostport_params
@@ -144,7 +146,8 @@ fn valid_host(host: &str) -> bool {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    if s.len() >= prefix.len()
+        && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
     {
         Some(&s[prefix.len()..])
     } else {
@@ -312,11 +315,26 @@ mod tests {
 
     #[test]
     fn rejects_bad_uris() {
-        assert!(matches!(SipUri::parse("tel:+123"), Err(UriError::NotSip(_))));
-        assert!(matches!(SipUri::parse("sip:a@:5060"), Err(UriError::NoHost)));
-        assert!(matches!(SipUri::parse("sip:a@h:99999"), Err(UriError::BadPort(_))));
-        assert!(matches!(SipUri::parse("sip:a@h o"), Err(UriError::BadHost(_))));
-        assert!(matches!(SipUri::parse("sip:[::zz]"), Err(UriError::BadHost(_))));
+        assert!(matches!(
+            SipUri::parse("tel:+123"),
+            Err(UriError::NotSip(_))
+        ));
+        assert!(matches!(
+            SipUri::parse("sip:a@:5060"),
+            Err(UriError::NoHost)
+        ));
+        assert!(matches!(
+            SipUri::parse("sip:a@h:99999"),
+            Err(UriError::BadPort(_))
+        ));
+        assert!(matches!(
+            SipUri::parse("sip:a@h o"),
+            Err(UriError::BadHost(_))
+        ));
+        assert!(matches!(
+            SipUri::parse("sip:[::zz]"),
+            Err(UriError::BadHost(_))
+        ));
     }
 
     #[test]
@@ -327,7 +345,10 @@ mod tests {
         let n = NameAddr::parse(" sip:a@x;tag=9 ").unwrap();
         assert_eq!(n.uri_str(), "sip:a@x");
         assert_eq!(n.tag(), Some("9"));
-        assert_eq!(n.with_uri("sip:b@y;transport=tcp"), "<sip:b@y;transport=tcp>;tag=9 ");
+        assert_eq!(
+            n.with_uri("sip:b@y;transport=tcp"),
+            "<sip:b@y;transport=tcp>;tag=9 "
+        );
         let n = NameAddr::parse("<sip:c@z>;expires=60").unwrap();
         assert_eq!(n.with_uri("sip:q@r"), "<sip:q@r>;expires=60");
         assert!(NameAddr::parse("<sip:c@z").is_err());
