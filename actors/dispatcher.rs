@@ -164,3 +164,11 @@ impl Handler<FlowClosed> for Dispatcher {
         }
     }
 }
+
+impl Handler<CountFlows> for Dispatcher {
+    type Result = MessageResult<CountFlows>;
+
+    fn handle(&mut self, _: CountFlows, _: &mut Context<Self>) -> MessageResult<CountFlows> {
+        MessageResult((self.flows.len(), self.connecting.len()))
+    }
+}

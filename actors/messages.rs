@@ -10,11 +10,11 @@
 //! Actors know each other only through these types and `Recipient`s handed out by
 //! `actors::start`, never by importing each other's files.
 
-use actix::prelude::*;
-use bytes::Bytes;
 use crate::proxy::transaction::TxId;
 use crate::routing::{Decision, Destination, FlowId, RouteTarget, Source};
 use crate::sip::{SipMessage, Transport};
+use actix::prelude::*;
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -123,11 +123,27 @@ pub struct UnbindClient {
 #[rtype(result = "usize")]
 pub struct CountClients;
 
+/// Anyone -> Router shard: `(transactions in its table, of which still without a final
+/// answer)`, for the stats line (`actors/stats.rs`).
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "(usize, usize)")]
+pub struct CountTransactions;
+
+/// Anyone -> Dispatcher: `(connections it can write to, destinations being connected)`, for
+/// the stats line.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "(usize, usize)")]
+pub struct CountFlows;
+
 /// Opens a connection of a stream transport to an address (TLS name for SNI), starts its
 /// connection actor and reports it opened. Made by `connection::connector`, used by the
 /// Dispatcher, which so never needs to know the connection actors' types.
 pub type Connector = std::rc::Rc<
-    dyn Fn(Transport, SocketAddr, Option<String>) -> futures_util::future::LocalBoxFuture<'static, Result<FlowOpened, DeliveryError>>,
+    dyn Fn(
+        Transport,
+        SocketAddr,
+        Option<String>,
+    ) -> futures_util::future::LocalBoxFuture<'static, Result<FlowOpened, DeliveryError>>,
 >;
 
 /// The Router shards, picked by Call-ID so a call's messages always meet the same one.

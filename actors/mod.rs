@@ -10,6 +10,7 @@ pub mod messages;
 mod registrar;
 mod router;
 mod server_table;
+pub mod stats;
 
 use crate::config::Config;
 use crate::proxy::contact_token::TokenKey;
@@ -50,24 +51,39 @@ pub struct Running {
     pub shards: usize,
     /// The Router shards, to drain them on shutdown.
     pub routers: Vec<Recipient<messages::Drain>>,
+    /// The counts for the stats line (SIGUSR1).
+    pub stats: stats::StatsSources,
     _arbiters: Vec<Arbiter>,
 }
 
 /// Binds every listener and starts the actors. Must run inside an actix `System`. `tls` comes
 /// from [`crate::tls::load`]; its acceptor must be set when a TLS or WSS port is.
-pub async fn start(config: &Config, shards: usize, tls: TlsSettings) -> Result<Running, StartError> {
+pub async fn start(
+    config: &Config,
+    shards: usize,
+    tls: TlsSettings,
+) -> Result<Running, StartError> {
     let bind = |t: Transport| SocketAddr::new(config.bind_ip, config.ports.get(t));
     let err = |t: Transport| {
         let addr = bind(t);
-        move |error| StartError { transport: t, addr, error }
+        move |error| StartError {
+            transport: t,
+            addr,
+            error,
+        }
     };
     let udp = match config.ports.udp {
         0 => None,
-        _ => Some(Arc::new(tokio::net::UdpSocket::bind(bind(Transport::Udp)).await.map_err(err(Transport::Udp))?)),
+        _ => Some(Arc::new(
+            tokio::net::UdpSocket::bind(bind(Transport::Udp))
+                .await
+                .map_err(err(Transport::Udp))?,
+        )),
     };
     // The transports over TCP, each with what its accepted sockets go through first.
     let ws_options = WsOptions {
         path: config.ws_path.as_deref().map(Into::into),
+        max_message: config.limits.max_stream_message,
     };
     let acceptor = || {
         tls.acceptor
@@ -75,7 +91,12 @@ pub async fn start(config: &Config, shards: usize, tls: TlsSettings) -> Result<R
             .expect("tls::load makes an acceptor when a TLS or WSS port is set")
     };
     let mut tcp_based = Vec::new();
-    for transport in [Transport::Tcp, Transport::Tls, Transport::Ws, Transport::Wss] {
+    for transport in [
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Ws,
+        Transport::Wss,
+    ] {
         if config.ports.get(transport) == 0 {
             continue;
         }
@@ -85,7 +106,9 @@ pub async fn start(config: &Config, shards: usize, tls: TlsSettings) -> Result<R
             Transport::Wss => Upgrade::Wss(acceptor(), ws_options.clone()),
             _ => Upgrade::None,
         };
-        let listener = tokio::net::TcpListener::bind(bind(transport)).await.map_err(err(transport))?;
+        let listener = tokio::net::TcpListener::bind(bind(transport))
+            .await
+            .map_err(err(transport))?;
         tcp_based.push((listener, upgrade));
     }
     let mut listeners = Vec::new();
@@ -98,7 +121,11 @@ pub async fn start(config: &Config, shards: usize, tls: TlsSettings) -> Result<R
     }
 
     let registrar = registrar::Registrar::default().start();
-    let server_table = server_table::ServerTableActor::new(ServerTable::from_config(config)).start();
+    // Sizes, caps and flood protection for every connection; trusted servers are exempt.
+    let guard =
+        connection::guard::Guard::new(config.limits, config.trusted_servers.iter().map(|s| s.ip));
+    let server_table =
+        server_table::ServerTableActor::new(ServerTable::from_config(config)).start();
     let dispatcher_ctx = Context::<dispatcher::Dispatcher>::new();
     let dispatcher = dispatcher_ctx.address();
 
@@ -114,9 +141,11 @@ pub async fn start(config: &Config, shards: usize, tls: TlsSettings) -> Result<R
     let mut arbiters = Vec::with_capacity(shards);
     let mut routers = Vec::with_capacity(shards);
     let mut drains = Vec::with_capacity(shards);
+    let mut counts = Vec::with_capacity(shards);
     for shard in 0..shards {
         let (config, key, peers) = (config.clone(), key.clone(), peers.clone());
-        let make = move |_: &mut Context<router::Router>| router::Router::new(&config, key, shard, peers);
+        let make =
+            move |_: &mut Context<router::Router>| router::Router::new(&config, key, shard, peers);
         // Shard 0 shares the sockets' thread, so a proxy on one core never hops threads;
         // every further shard gets a thread of its own.
         let addr = if shard == 0 {
@@ -128,26 +157,49 @@ pub async fn start(config: &Config, shards: usize, tls: TlsSettings) -> Result<R
             addr
         };
         drains.push(addr.clone().recipient());
+        counts.push(addr.clone().recipient());
         routers.push(addr.recipient());
     }
     let routers = RouterPool::new(routers);
     let events = ConnectionEvents {
         opened: dispatcher.clone().recipient(),
-        closed: vec![dispatcher.clone().recipient(), registrar.recipient()],
+        closed: vec![
+            dispatcher.clone().recipient(),
+            registrar.clone().recipient(),
+        ],
     };
-    let connector = connection::tcp::connector(config.bind_ip, tls.connector, routers.clone(), events.clone());
+    let stats = stats::StatsSources {
+        routers: counts,
+        dispatcher: dispatcher.clone().recipient(),
+        registrar: registrar.recipient(),
+        guard: guard.clone(),
+    };
+    let connector = connection::tcp::connector(
+        config.bind_ip,
+        tls.connector,
+        routers.clone(),
+        events.clone(),
+        guard.clone(),
+    );
     dispatcher_ctx.run(dispatcher::Dispatcher::new(udp.clone(), connector));
 
     if let Some(socket) = udp {
-        connection::udp::UdpConnection::start(socket, routers.clone());
+        connection::udp::UdpConnection::start(socket, routers.clone(), guard.clone());
     }
     for (listener, upgrade) in tcp_based {
-        connection::tcp::TcpListenerActor::start(listener, upgrade, routers.clone(), events.clone());
+        connection::tcp::TcpListenerActor::start(
+            listener,
+            upgrade,
+            routers.clone(),
+            events.clone(),
+            guard.clone(),
+        );
     }
     Ok(Running {
         listeners,
         shards,
         routers: drains,
+        stats,
         _arbiters: arbiters,
     })
 }

@@ -799,3 +799,16 @@ impl Handler<Drain> for Router {
         self.txs.values().filter(|tx| tx.final_status.is_none()).count()
     }
 }
+
+impl Handler<CountTransactions> for Router {
+    type Result = MessageResult<CountTransactions>;
+
+    fn handle(
+        &mut self,
+        _: CountTransactions,
+        _: &mut Context<Self>,
+    ) -> MessageResult<CountTransactions> {
+        let in_flight = self.txs.values().filter(|tx| tx.final_status.is_none()).count();
+        MessageResult((self.txs.len(), in_flight))
+    }
+}

@@ -5,11 +5,13 @@
 //! - `routing` and `proxy`: next-hop decisions and header rewrites, pure and unit-tested;
 //! - `actors` (the top-level `actors/` folder): connection, Router, Registrar, ServerTable
 //!   and Dispatcher actors that wire those functions to sockets;
+//! - `limits`: what one peer may cost (sizes, timeouts, connection caps, flood protection);
 //! - `csr`: the one-shot certificate request; `tls`: certificates and trust for TLS and WSS;
 //!   `run`: how the binary runs.
 
 pub mod config;
 pub mod csr;
+pub mod limits;
 pub mod proxy;
 pub mod routing;
 pub mod run;

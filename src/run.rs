@@ -19,7 +19,10 @@ pub fn csr(req: &CsrRequest, out: Option<&Path>) -> ExitCode {
         None => print!("{pem}"),
         Some(path) => {
             if let Err(e) = std::fs::write(path, &pem) {
-                eprintln!("roundabout: cannot write the CSR to {}: {e}", path.display());
+                eprintln!(
+                    "roundabout: cannot write the CSR to {}: {e}",
+                    path.display()
+                );
                 return ExitCode::from(2);
             }
             eprintln!("roundabout: CSR written to {}", path.display());
@@ -50,7 +53,7 @@ pub fn proxy(config: Config) -> ExitCode {
         let tls_warnings = tls.warnings.clone();
         let running = crate::actors::start(&config, shards, tls).await?;
         print_banner(&config, &running, &tls_warnings);
-        wait_for_signal().await;
+        wait_for_signal(&running).await;
         drain(&running).await;
         Ok::<_, crate::actors::StartError>(())
     });
@@ -73,7 +76,11 @@ fn print_banner(config: &Config, running: &crate::actors::Running, tls_warnings:
         s,
         "local address {}{}, {} router shard(s)",
         config.local_ip,
-        config.local_fqdn.as_deref().map(|f| format!(" ({f})")).unwrap_or_default(),
+        config
+            .local_fqdn
+            .as_deref()
+            .map(|f| format!(" ({f})"))
+            .unwrap_or_default(),
         running.shards
     );
     if config.trusted_servers.is_empty() {
@@ -85,11 +92,19 @@ fn print_banner(config: &Config, running: &crate::actors::Running, tls_warnings:
     if let Some(d) = &config.default_sip_server {
         let _ = writeln!(s, "default SIP server {}", d.ip);
     }
-    let nets: Vec<String> = config.client_networks.iter().map(|n| n.to_string()).collect();
+    let nets: Vec<String> = config
+        .client_networks
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     let _ = writeln!(
         s,
         "trusted client networks: {}",
-        if nets.is_empty() { "any".to_string() } else { nets.join(", ") }
+        if nets.is_empty() {
+            "any".to_string()
+        } else {
+            nets.join(", ")
+        }
     );
     let _ = writeln!(
         s,
@@ -116,13 +131,19 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or SIGINT; on each SIGUSR1 meanwhile, logs the stats line (see
+/// `actors/stats.rs`).
+async fn wait_for_signal(running: &crate::actors::Running) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = usr1.recv() => info!("stats: {}", running.stats.gather().await),
+        }
     }
 }
 
@@ -149,7 +170,9 @@ async fn drain(running: &crate::actors::Running) {
             break;
         }
         if !announced {
-            info!("stopping: waiting up to {DRAIN_LIMIT:?} for {in_flight} transaction(s) in flight");
+            info!(
+                "stopping: waiting up to {DRAIN_LIMIT:?} for {in_flight} transaction(s) in flight"
+            );
             announced = true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,20 +1,29 @@
 //! One actor per stream connection (TCP or TLS, the same code): frames the byte stream with
 //! [`SipStreamCodec`], answers RFC 5626 CRLF keep-alives, and writes frames the Dispatcher
-//! sends. A framing error closes this connection only, and so does silence: an accepted
-//! connection that sends no SIP message within [`FIRST_MESSAGE_TIMEOUT`] is closed.
+//! sends.
+//!
+//! A connection is closed, with a log line, when it breaks the framing (a message over
+//! `-max-stream-message`, an unreadable Content-Length, bytes that cannot begin a SIP
+//! message), sends something that is not SIP, leaves a message unfinished for
+//! `-partial-message-timeout` (slow-loris), or receives nothing at all (not even a
+//! keep-alive) for `-idle-timeout`. An accepted connection that sends no SIP message within
+//! [`FIRST_MESSAGE_TIMEOUT`] is closed too. A request that is SIP but broken is answered on
+//! the connection (see [`handle_message`]), which stays open.
 
-use super::{parse_and_route, FIRST_MESSAGE_TIMEOUT};
+use super::guard::{idle_check, ConnectionSlot};
+use super::{handle_message, Handled, FIRST_MESSAGE_TIMEOUT};
 use crate::actors::messages::{ConnectionEvents, FlowClosed, FlowOpened, RouterPool, SendFrame};
 use crate::routing::{FlowId, Source};
 use crate::sip::framing::{FrameError, SipStreamCodec, StreamFrame};
 use crate::sip::Transport;
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use log::{debug, info};
 use std::net::SocketAddr;
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
-use tokio_util::codec::{BytesCodec, FramedRead};
+use tokio_util::codec::{BytesCodec, Decoder, FramedRead};
 
 pub struct StreamConnection<S: AsyncRead + AsyncWrite + Unpin + 'static> {
     flow: FlowId,
@@ -23,15 +32,54 @@ pub struct StreamConnection<S: AsyncRead + AsyncWrite + Unpin + 'static> {
     routers: RouterPool,
     events: ConnectionEvents,
     writer: FramedWrite<Bytes, WriteHalf<S>, BytesCodec>,
-    /// Accepted by a listener (not opened by Roundabout): held to the first-message rule.
-    accepted: bool,
+    /// Its place under the connection caps (accepted ones) and in the live count.
+    slot: ConnectionSlot,
     got_message: bool,
+    /// When the peer last sent anything (a frame or the start of one).
+    last_heard: Instant,
+    /// Counts messages begun and not finished, so a slow-loris timer knows whether the
+    /// message it watches is still the one unfinished.
+    partial: u64,
+    completed: u64,
+}
+
+/// What the framer gives the actor: frames, and word that a message has begun arriving and
+/// is not complete yet (once per message), so that its completion can be timed.
+#[derive(Debug)]
+enum Guarded {
+    Frame(StreamFrame),
+    PartialStarted,
+}
+
+struct GuardedCodec {
+    inner: SipStreamCodec,
+    partial_reported: bool,
+}
+
+impl Decoder for GuardedCodec {
+    type Item = Guarded;
+    type Error = FrameError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Guarded>, FrameError> {
+        match self.inner.decode(buf)? {
+            Some(frame) => {
+                self.partial_reported = false;
+                Ok(Some(Guarded::Frame(frame)))
+            }
+            None if !buf.is_empty() && !self.partial_reported => {
+                self.partial_reported = true;
+                Ok(Some(Guarded::PartialStarted))
+            }
+            None => Ok(None),
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
-    /// Starts the actor on the current arbiter. `accepted`: it came in through a listener, so
-    /// it reports itself to the Dispatcher and must send SIP soon; the connector reports
-    /// outbound ones itself.
+    /// Starts the actor on the current arbiter. A `slot` from the guard's
+    /// `admit_connection` marks a connection accepted by a listener: it reports itself to
+    /// the Dispatcher and must send SIP soon; the connector reports outbound ones (with an
+    /// `outbound_slot`) itself.
     pub fn start(
         stream: S,
         flow: FlowId,
@@ -39,13 +87,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
         remote: SocketAddr,
         routers: RouterPool,
         events: ConnectionEvents,
-        accepted: bool,
+        slot: ConnectionSlot,
     ) -> Addr<Self> {
         StreamConnection::create(move |ctx| {
             let (read, write) = tokio::io::split(stream);
-            ctx.add_stream(FramedRead::new(read, SipStreamCodec::default()));
+            let codec = GuardedCodec {
+                inner: SipStreamCodec {
+                    max_message: slot.guard().limits().max_stream_message,
+                },
+                partial_reported: false,
+            };
+            ctx.add_stream(FramedRead::new(read, codec));
             let writer = FramedWrite::new(write, BytesCodec::new(), ctx);
-            if accepted {
+            if slot.is_accepted() {
                 events.opened.do_send(FlowOpened {
                     flow,
                     transport,
@@ -60,10 +114,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
                 routers,
                 events,
                 writer,
-                accepted,
+                slot,
                 got_message: false,
+                last_heard: Instant::now(),
+                partial: 0,
+                completed: 0,
             }
         })
+    }
+
+    /// Closes the connection when it has received nothing for `-idle-timeout`; else looks
+    /// again when that would be the case.
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        let Some(idle) = self.slot.guard().limits().idle_timeout else {
+            return;
+        };
+        match idle_check(self.last_heard, Instant::now(), idle) {
+            Some(after) => {
+                ctx.run_later(after, |act, ctx| act.check_idle(ctx));
+            }
+            None => {
+                info!(
+                    "closing {} connection {} with {}: nothing received for {idle:?} (-idle-timeout)",
+                    self.transport, self.flow, self.remote
+                );
+                ctx.stop();
+            }
+        }
+    }
+
+    fn close(&mut self, ctx: &mut Context<Self>, why: &str) {
+        info!(
+            "closing {} connection {} with {}: {why}",
+            self.transport, self.flow, self.remote
+        );
+        ctx.stop();
     }
 }
 
@@ -71,22 +156,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Actor for StreamConnection<S> 
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        debug!("{} connection {} with {} open", self.transport, self.flow, self.remote);
-        if self.accepted {
+        debug!(
+            "{} connection {} with {} open",
+            self.transport, self.flow, self.remote
+        );
+        if self.slot.is_accepted() {
             ctx.run_later(FIRST_MESSAGE_TIMEOUT, |act, ctx| {
                 if !act.got_message {
-                    info!(
-                        "closing {} connection {} from {}: no SIP message within {:?}",
-                        act.transport, act.flow, act.remote, FIRST_MESSAGE_TIMEOUT
+                    act.close(
+                        ctx,
+                        &format!("no SIP message within {FIRST_MESSAGE_TIMEOUT:?}"),
                     );
-                    ctx.stop();
                 }
             });
         }
+        self.check_idle(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        debug!("{} connection {} with {} closed", self.transport, self.flow, self.remote);
+        debug!(
+            "{} connection {} with {} closed",
+            self.transport, self.flow, self.remote
+        );
         let closed = FlowClosed {
             flow: self.flow,
             transport: self.transport,
@@ -98,23 +189,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Actor for StreamConnection<S> 
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<StreamFrame, FrameError>> for StreamConnection<S> {
-    fn handle(&mut self, item: Result<StreamFrame, FrameError>, ctx: &mut Context<Self>) {
-        match item {
-            Ok(StreamFrame::Message(bytes)) => {
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Guarded, FrameError>>
+    for StreamConnection<S>
+{
+    fn handle(&mut self, item: Result<Guarded, FrameError>, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
+        let frame = match item {
+            Ok(Guarded::Frame(frame)) => frame,
+            Ok(Guarded::PartialStarted) => {
+                self.partial += 1;
+                let watched = self.partial;
+                let limit = self.slot.guard().limits().partial_message_timeout;
+                ctx.run_later(limit, move |act, ctx| {
+                    if act.completed < watched {
+                        act.close(
+                            ctx,
+                            &format!(
+                                "a message begun {limit:?} ago is still incomplete \
+                                 (-partial-message-timeout)"
+                            ),
+                        );
+                    }
+                });
+                return;
+            }
+            Err(e) => return self.close(ctx, &e.to_string()),
+        };
+        // Every frame ends whatever message was partial.
+        self.completed = self.partial;
+        match frame {
+            StreamFrame::Message(bytes) => {
                 let source = Source {
                     transport: self.transport,
                     remote: self.remote,
                     flow: self.flow,
                 };
-                self.got_message |= parse_and_route(bytes, source, &self.routers);
+                match handle_message(bytes, source, &self.routers, self.slot.guard()) {
+                    Handled::Routed => self.got_message = true,
+                    Handled::Answered(answer) => {
+                        self.got_message = true;
+                        self.writer.write(answer);
+                    }
+                    Handled::Unparseable => self.close(ctx, "not a SIP message"),
+                    Handled::Flooding => {}
+                }
             }
-            Ok(StreamFrame::Ping) => self.writer.write(Bytes::from_static(b"\r\n")),
-            Ok(StreamFrame::Pong) => {}
-            Err(e) => {
-                info!("closing {} connection from {}: {e}", self.transport, self.remote);
-                ctx.stop();
-            }
+            StreamFrame::Ping => self.writer.write(Bytes::from_static(b"\r\n")),
+            StreamFrame::Pong => {}
         }
     }
 }
@@ -127,7 +248,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Handler<SendFrame> for StreamC
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + 'static> WriteHandler<std::io::Error> for StreamConnection<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> WriteHandler<std::io::Error>
+    for StreamConnection<S>
+{
     fn error(&mut self, e: std::io::Error, _: &mut Self::Context) -> Running {
         debug!("write to {} failed: {e}", self.remote);
         Running::Stop

@@ -5,15 +5,17 @@
 //! Every step of opening a connection is bounded in time: TCP connect and TLS handshake
 //! [`CONNECT_TIMEOUT`] each, the WebSocket upgrade [`ws::HANDSHAKE_TIMEOUT`]. A failure is
 //! `DeliveryError::Unreachable` (the request gets 503) for outbound connections, and a log
-//! line and a closed socket for accepted ones.
+//! line and a closed socket for accepted ones. An accepted connection over the caps of the
+//! [`Guard`] (`-max-connections`, `-max-connections-per-ip`) is closed at once.
 
+use super::guard::Guard;
 use super::next_flow_id;
 use super::stream::StreamConnection;
 use super::ws::{self, WsConnection, WsOptions};
 use crate::actors::messages::{ConnectionEvents, Connector, DeliveryError, FlowOpened, RouterPool};
 use crate::sip::Transport;
 use actix::prelude::*;
-use log::{debug, warn};
+use log::{info, warn};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -49,6 +51,7 @@ pub struct TcpListenerActor {
     upgrade: Upgrade,
     routers: RouterPool,
     events: ConnectionEvents,
+    guard: Guard,
 }
 
 impl TcpListenerActor {
@@ -57,6 +60,7 @@ impl TcpListenerActor {
         upgrade: Upgrade,
         routers: RouterPool,
         events: ConnectionEvents,
+        guard: Guard,
     ) -> Addr<Self> {
         TcpListenerActor::create(move |ctx| {
             let accepts = futures_util::stream::unfold(listener, |l| async move {
@@ -68,6 +72,7 @@ impl TcpListenerActor {
                 upgrade,
                 routers,
                 events,
+                guard,
             }
         })
     }
@@ -84,18 +89,22 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
             // e.g. out of file descriptors: this accept fails, the listener goes on.
             Err(e) => return warn!("{} accept failed: {e}", self.upgrade.transport()),
         };
+        // Over a cap: dropping the stream closes it (the guard logs, at most once a second).
+        let Some(slot) = self.guard.admit_connection(remote.ip()) else {
+            return;
+        };
         let _ = stream.set_nodelay(true);
         let (routers, events) = (self.routers.clone(), self.events.clone());
         let transport = self.upgrade.transport();
         let flow = next_flow_id();
         match self.upgrade.clone() {
             Upgrade::None => {
-                StreamConnection::start(stream, flow, transport, remote, routers, events, true);
+                StreamConnection::start(stream, flow, transport, remote, routers, events, slot);
             }
             Upgrade::Tls(acceptor) => {
                 spawn_handshake(transport, remote, CONNECT_TIMEOUT, async move {
                     let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
-                    StreamConnection::start(tls, flow, transport, remote, routers, events, true);
+                    StreamConnection::start(tls, flow, transport, remote, routers, events, slot);
                     Ok(())
                 })
             }
@@ -104,7 +113,7 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
                     let ws = ws::accept(stream, options, remote)
                         .await
                         .map_err(|e| e.to_string())?;
-                    WsConnection::start(ws, flow, transport, remote, routers, events, true);
+                    WsConnection::start(ws, flow, transport, remote, routers, events, slot);
                     Ok(())
                 })
             }
@@ -117,7 +126,7 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
                     let ws = ws::accept(tls, options, remote)
                         .await
                         .map_err(|e| e.to_string())?;
-                    WsConnection::start(ws, flow, transport, remote, routers, events, true);
+                    WsConnection::start(ws, flow, transport, remote, routers, events, slot);
                     Ok(())
                 })
             }
@@ -125,7 +134,9 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
     }
 }
 
-/// Runs an accepted connection's handshake beside the listener, bounded by `limit`.
+/// Runs an accepted connection's handshake beside the listener, bounded by `limit`; a
+/// failure (a TLS error, an HTTP request that is no WebSocket upgrade...) closes the socket
+/// with a log line.
 fn spawn_handshake(
     transport: Transport,
     remote: SocketAddr,
@@ -135,8 +146,12 @@ fn spawn_handshake(
     actix::spawn(async move {
         match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!("{transport} handshake with {remote} failed: {e}"),
-            Err(_) => debug!("{transport} handshake with {remote} took over {limit:?}: closed"),
+            Ok(Err(e)) => {
+                info!("closing {transport} connection from {remote}: handshake failed: {e}")
+            }
+            Err(_) => {
+                info!("closing {transport} connection from {remote}: handshake took over {limit:?}")
+            }
         }
     });
 }
@@ -149,9 +164,12 @@ pub fn connector(
     tls: TlsConnector,
     routers: RouterPool,
     events: ConnectionEvents,
+    guard: Guard,
 ) -> Connector {
     std::rc::Rc::new(move |transport, addr, tls_name| {
         let (routers, events, tls) = (routers.clone(), events.clone(), tls.clone());
+        let guard = guard.clone();
+        let max_message = guard.limits().max_stream_message;
         let name = tls_name.unwrap_or_else(|| addr.ip().to_string());
         Box::pin(async move {
             let unreachable = |what: &str, e: String| {
@@ -168,26 +186,48 @@ pub fn connector(
             let flow = next_flow_id();
             let writer = match transport {
                 Transport::Udp => unreachable!("handled above"),
-                Transport::Tcp => {
-                    StreamConnection::start(stream, flow, transport, addr, routers, events, false)
-                        .recipient()
-                }
+                Transport::Tcp => StreamConnection::start(
+                    stream,
+                    flow,
+                    transport,
+                    addr,
+                    routers,
+                    events,
+                    guard.outbound_slot(),
+                )
+                .recipient(),
                 Transport::Tls => {
                     let tls = bounded(CONNECT_TIMEOUT, tls.connect(&name, stream))
                         .await
                         .map_err(|e| unreachable("TLS handshake", e))?;
-                    StreamConnection::start(tls, flow, transport, addr, routers, events, false)
-                        .recipient()
+                    StreamConnection::start(
+                        tls,
+                        flow,
+                        transport,
+                        addr,
+                        routers,
+                        events,
+                        guard.outbound_slot(),
+                    )
+                    .recipient()
                 }
                 Transport::Ws => {
                     let ws = bounded(
                         ws::HANDSHAKE_TIMEOUT,
-                        ws::connect(stream, &name, addr.port(), false),
+                        ws::connect(stream, &name, addr.port(), false, max_message),
                     )
                     .await
                     .map_err(|e| unreachable("WebSocket handshake", e))?;
-                    WsConnection::start(ws, flow, transport, addr, routers, events, false)
-                        .recipient()
+                    WsConnection::start(
+                        ws,
+                        flow,
+                        transport,
+                        addr,
+                        routers,
+                        events,
+                        guard.outbound_slot(),
+                    )
+                    .recipient()
                 }
                 Transport::Wss => {
                     let tls = bounded(CONNECT_TIMEOUT, tls.connect(&name, stream))
@@ -195,12 +235,20 @@ pub fn connector(
                         .map_err(|e| unreachable("TLS handshake", e))?;
                     let ws = bounded(
                         ws::HANDSHAKE_TIMEOUT,
-                        ws::connect(tls, &name, addr.port(), true),
+                        ws::connect(tls, &name, addr.port(), true, max_message),
                     )
                     .await
                     .map_err(|e| unreachable("WebSocket handshake", e))?;
-                    WsConnection::start(ws, flow, transport, addr, routers, events, false)
-                        .recipient()
+                    WsConnection::start(
+                        ws,
+                        flow,
+                        transport,
+                        addr,
+                        routers,
+                        events,
+                        guard.outbound_slot(),
+                    )
+                    .recipient()
                 }
             };
             Ok(FlowOpened {

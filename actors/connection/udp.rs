@@ -1,12 +1,15 @@
-//! The UDP socket's actor: every datagram is one SIP message (RFC 3261 18.3).
+//! The UDP socket's actor: every datagram is one SIP message (RFC 3261 18.3). Datagrams over
+//! `-max-udp-message` are dropped; what [`handle_message`] refuses is answered from here,
+//! to the datagram's source address.
 
-use super::parse_and_route;
+use super::guard::Guard;
+use super::{handle_message, Handled};
 use crate::actors::messages::RouterPool;
 use crate::routing::{FlowId, Source};
 use crate::sip::Transport;
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
-use log::debug;
+use log::{debug, info};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
@@ -15,13 +18,19 @@ use tokio_util::udp::UdpFramed;
 
 pub struct UdpConnection {
     routers: RouterPool,
+    guard: Guard,
+    socket: Arc<UdpSocket>,
 }
 
 impl UdpConnection {
-    pub fn start(socket: Arc<UdpSocket>, routers: RouterPool) -> Addr<UdpConnection> {
+    pub fn start(socket: Arc<UdpSocket>, routers: RouterPool, guard: Guard) -> Addr<UdpConnection> {
         UdpConnection::create(|ctx| {
-            ctx.add_stream(UdpFramed::new(socket, BytesCodec::new()));
-            UdpConnection { routers }
+            ctx.add_stream(UdpFramed::new(socket.clone(), BytesCodec::new()));
+            UdpConnection {
+                routers,
+                guard,
+                socket,
+            }
         })
     }
 }
@@ -31,11 +40,24 @@ impl Actor for UdpConnection {
 }
 
 impl StreamHandler<Result<(BytesMut, SocketAddr), std::io::Error>> for UdpConnection {
-    fn handle(&mut self, item: Result<(BytesMut, SocketAddr), std::io::Error>, _: &mut Context<Self>) {
+    fn handle(
+        &mut self,
+        item: Result<(BytesMut, SocketAddr), std::io::Error>,
+        _: &mut Context<Self>,
+    ) {
         match item {
             Ok((data, remote)) => {
                 // CRLF keep-alives from NATed phones carry no message.
                 if data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+                    return;
+                }
+                let limit = self.guard.limits().max_udp_message;
+                if data.len() > limit {
+                    info!(
+                        "dropped a {}-byte datagram from {remote}: over the limit of {limit} bytes \
+                         (-max-udp-message)",
+                        data.len()
+                    );
                     return;
                 }
                 let source = Source {
@@ -45,7 +67,15 @@ impl StreamHandler<Result<(BytesMut, SocketAddr), std::io::Error>> for UdpConnec
                 };
                 // Copied to its exact size: a split of the 64 KiB read buffer would keep the
                 // whole buffer alive for as long as the transaction holds the message.
-                parse_and_route(Bytes::copy_from_slice(&data), source, &self.routers);
+                let bytes = Bytes::copy_from_slice(&data);
+                if let Handled::Answered(answer) =
+                    handle_message(bytes, source, &self.routers, &self.guard)
+                {
+                    // Best effort, like any UDP answer: a full socket buffer drops it.
+                    if let Err(e) = self.socket.try_send_to(&answer, remote) {
+                        debug!("udp answer to {remote} not sent: {e}");
+                    }
+                }
             }
             // ICMP errors for earlier sends surface here (e.g. connection refused): they
             // concern one peer, never the socket.

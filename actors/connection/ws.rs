@@ -10,10 +10,14 @@
 //! Keep-alive: tungstenite answers pings by itself; the pong goes out the next time the
 //! socket is read or the sink flushed, both of which the actor keeps doing. The actor pings a
 //! peer that has been silent for [`PING_INTERVAL`] and closes it after [`MAX_UNANSWERED`]
-//! silent intervals. An accepted connection that sends no SIP message within
-//! [`super::FIRST_MESSAGE_TIMEOUT`] is closed too.
+//! silent intervals (so a peer that trickles a WebSocket frame too slowly to ever finish it
+//! is closed after at most three intervals). An accepted connection that sends no SIP message
+//! within [`super::FIRST_MESSAGE_TIMEOUT`] is closed too, and so is any connection that
+//! receives nothing at all (no message, no ping or pong) for `-idle-timeout`, or sends a
+//! message that is not SIP (binary garbage, text that cannot be answered).
 
-use super::{parse_and_route, FIRST_MESSAGE_TIMEOUT};
+use super::guard::{idle_check, ConnectionSlot};
+use super::{handle_message, Handled, FIRST_MESSAGE_TIMEOUT};
 use crate::actors::messages::{ConnectionEvents, FlowClosed, FlowOpened, RouterPool, SendFrame};
 use crate::routing::{FlowId, Source};
 use crate::sip::Transport;
@@ -29,11 +33,11 @@ use bytes::Bytes;
 use log::{debug, info};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// The largest WebSocket message (and frame) accepted: a SIP message with a big SDP is
-/// 3-5 KB; this leaves room and bounds memory per connection.
+/// The default largest WebSocket message (and frame) accepted (`-max-stream-message`): a SIP
+/// message with a big SDP is 3-5 KB; this leaves room and bounds memory per connection.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// How long the HTTP upgrade (after TCP, including TLS for WSS) may take.
@@ -48,18 +52,29 @@ pub const MAX_UNANSWERED: u8 = 2;
 /// The subprotocol of RFC 7118.
 const SIP: &str = "sip";
 
-/// The WebSocket limits for SIP.
-pub fn ws_config() -> WebSocketConfig {
+/// The WebSocket limits for SIP: messages and frames of at most `max_message` bytes.
+pub fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
 }
 
 /// What the WS and WSS listeners accept.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WsOptions {
     /// The only HTTP path accepted (`-ws-path`); `None`: any.
     pub path: Option<Arc<str>>,
+    /// The largest message (`-max-stream-message`).
+    pub max_message: usize,
+}
+
+impl Default for WsOptions {
+    fn default() -> Self {
+        WsOptions {
+            path: None,
+            max_message: MAX_MESSAGE,
+        }
+    }
 }
 
 /// The answer to a WebSocket upgrade request.
@@ -165,10 +180,10 @@ pub async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let config = ws_config(options.max_message);
     let callback =
         move |req: &Request, resp: Response| answer_handshake(req, resp, &options, remote);
-    async_tungstenite::tokio::accept_hdr_async_with_config(stream, callback, Some(ws_config()))
-        .await
+    async_tungstenite::tokio::accept_hdr_async_with_config(stream, callback, Some(config)).await
 }
 
 /// Client side of the upgrade towards a server, offering `sip` (a server that does not
@@ -179,6 +194,7 @@ pub async fn connect<S>(
     host: &str,
     port: u16,
     secure: bool,
+    max_message: usize,
 ) -> Result<WebSocketStream<TokioAdapter<S>>, WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -195,9 +211,12 @@ where
         header::SEC_WEBSOCKET_PROTOCOL,
         HeaderValue::from_static(SIP),
     );
-    let (ws, _) =
-        async_tungstenite::tokio::client_async_with_config(request, stream, Some(ws_config()))
-            .await?;
+    let (ws, _) = async_tungstenite::tokio::client_async_with_config(
+        request,
+        stream,
+        Some(ws_config(max_message)),
+    )
+    .await?;
     Ok(ws)
 }
 
@@ -244,15 +263,18 @@ pub struct WsConnection<S: AsyncRead + AsyncWrite + Unpin + 'static> {
     events: ConnectionEvents,
     sink: SinkWrite<Message, WebSocketSender<Tokio<S>>>,
     liveness: Liveness,
-    /// Accepted by a listener (not opened by Roundabout): held to the first-message rule.
-    accepted: bool,
+    /// Its place under the connection caps (accepted ones) and in the live count.
+    slot: ConnectionSlot,
     got_message: bool,
+    /// When the peer last sent anything (a message, a ping or a pong).
+    last_heard: Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> WsConnection<S> {
     /// Starts the actor on the current arbiter for a connection whose handshake is done.
-    /// `accepted`: it came in through a listener, so it announces itself to the Dispatcher
-    /// and must send SIP soon; the connector reports outbound ones itself.
+    /// A `slot` from the guard's `admit_connection` marks one accepted by a listener: it
+    /// announces itself to the Dispatcher and must send SIP soon; the connector reports
+    /// outbound ones (with an `outbound_slot`) itself.
     pub fn start(
         ws: WebSocketStream<Tokio<S>>,
         flow: FlowId,
@@ -260,14 +282,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> WsConnection<S> {
         remote: SocketAddr,
         routers: RouterPool,
         events: ConnectionEvents,
-        accepted: bool,
+        slot: ConnectionSlot,
     ) -> Addr<Self> {
         WsConnection::create(move |ctx| {
             let (sender, receiver): (WebSocketSender<Tokio<S>>, WebSocketReceiver<Tokio<S>>) =
                 ws.split();
             ctx.add_stream(receiver);
             let sink = SinkWrite::new(sender, ctx);
-            if accepted {
+            if slot.is_accepted() {
                 events.opened.do_send(FlowOpened {
                     flow,
                     transport,
@@ -283,10 +305,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> WsConnection<S> {
                 events,
                 sink,
                 liveness: Liveness::default(),
-                accepted,
+                slot,
                 got_message: false,
+                last_heard: Instant::now(),
             }
         })
+    }
+
+    /// Closes the connection when it has received nothing for `-idle-timeout`; else looks
+    /// again when that would be the case.
+    fn check_idle(&mut self, ctx: &mut Context<Self>) {
+        let Some(idle) = self.slot.guard().limits().idle_timeout else {
+            return;
+        };
+        match idle_check(self.last_heard, Instant::now(), idle) {
+            Some(after) => {
+                ctx.run_later(after, |act, ctx| act.check_idle(ctx));
+            }
+            None => {
+                info!(
+                    "closing {} connection {} with {}: nothing received for {idle:?} (-idle-timeout)",
+                    self.transport, self.flow, self.remote
+                );
+                self.close(ctx);
+            }
+        }
     }
 
     /// Ends the connection with a WebSocket close (the actor stops once it is sent).
@@ -318,7 +361,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Actor for WsConnection<S> {
                 act.close(ctx);
             }
         });
-        if self.accepted {
+        self.check_idle(ctx);
+        if self.slot.is_accepted() {
             ctx.run_later(FIRST_MESSAGE_TIMEOUT, |act, ctx| {
                 if !act.got_message {
                     info!(
@@ -351,6 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Message, 
     for WsConnection<S>
 {
     fn handle(&mut self, item: Result<Message, WsError>, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
         let bytes = match item {
             Ok(Message::Text(text)) => Bytes::from(text),
             Ok(Message::Binary(bytes)) => bytes,
@@ -384,7 +429,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Message, 
             remote: self.remote,
             flow: self.flow,
         };
-        self.got_message |= parse_and_route(bytes, source, &self.routers);
+        match handle_message(bytes, source, &self.routers, self.slot.guard()) {
+            Handled::Routed => self.got_message = true,
+            Handled::Answered(answer) => {
+                self.got_message = true;
+                <Self as Handler<SendFrame>>::handle(self, SendFrame(answer), ctx);
+            }
+            Handled::Unparseable => {
+                info!(
+                    "closing {} connection {} with {}: not a SIP message",
+                    self.transport, self.flow, self.remote
+                );
+                self.close(ctx);
+            }
+            Handled::Flooding => {}
+        }
     }
 }
 
@@ -504,6 +563,7 @@ mod tests {
         assert!(refused.body().as_deref().unwrap_or("").contains("sip"));
         let options = WsOptions {
             path: Some("/sip".into()),
+            ..WsOptions::default()
         };
         let wrong_path =
             answer_handshake(&request(Some("sip")), Response::new(()), &options, remote)

@@ -113,6 +113,45 @@ pub struct Flags {
     #[argh(option)]
     pub ws_path: Option<String>,
 
+    /// largest UDP datagram taken as a SIP message, in bytes; larger ones are dropped with a
+    /// log line (default: 65507, the most UDP over IPv4 carries)
+    #[argh(option, default = "65507")]
+    pub max_udp_message: usize,
+
+    /// largest SIP message on a TCP, TLS, WS or WSS connection, in bytes; a larger one closes
+    /// the connection (default: 65536)
+    #[argh(option, default = "65536")]
+    pub max_stream_message: usize,
+
+    /// most header lines in one message; a request with more is answered 400 (default: 256)
+    #[argh(option, default = "256")]
+    pub max_headers: usize,
+
+    /// seconds a TCP or TLS connection may take to finish a message it has begun; then it is
+    /// closed (slow-loris protection) (default: 10)
+    #[argh(option, default = "10")]
+    pub partial_message_timeout: u64,
+
+    /// seconds a connection may receive nothing at all (no SIP, no CRLF keep-alive, no
+    /// WebSocket pong) before it is closed; 0 never (default: 3600)
+    #[argh(option, default = "3600")]
+    pub idle_timeout: u64,
+
+    /// connections accepted and open at once, from all addresses; 0 no limit (default: 50000)
+    #[argh(option, default = "50000")]
+    pub max_connections: usize,
+
+    /// connections accepted and open at once from one IP address (trusted servers exempt);
+    /// 0 no limit (default: 100)
+    #[argh(option, default = "100")]
+    pub max_connections_per_ip: usize,
+
+    /// requests one IP address may send per 2 seconds; over it, its requests are dropped for
+    /// 10 seconds (flood protection like Kamailio's pike; trusted servers exempt); 0 no limit
+    /// (default: 300)
+    #[argh(option, default = "300")]
+    pub pike_limit: u32,
+
     /// log level: error, warn, info, debug or trace; RUST_LOG overrides it (default: info)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
@@ -283,7 +322,10 @@ fn go_style_help(text: &str) -> String {
         .replace("Usage: roundabout [--", "Usage: roundabout [-")
         .replace(" [--", " [-")
         .replace("for --", "for -")
-        .replace("Required options not provided:\n    --", "Required options not provided:\n    -")
+        .replace(
+            "Required options not provided:\n    --",
+            "Required options not provided:\n    -",
+        )
 }
 
 #[cfg(test)]

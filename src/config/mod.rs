@@ -64,6 +64,8 @@ pub struct Config {
     /// The only HTTP path the WS/WSS listeners accept (-ws-path); `None`: any.
     pub ws_path: Option<String>,
     pub log_level: log::LevelFilter,
+    /// Sizes, timeouts, connection caps and flood protection.
+    pub limits: crate::limits::Limits,
     /// Said once at start-up (skipped datasets, open relay...).
     pub warnings: Vec<String>,
 }
@@ -171,11 +173,13 @@ impl Config {
         let default_network: Transport =
             f.default_network
                 .parse()
-                .map_err(|e: crate::sip::transport::UnknownTransport| ConfigError::BadValue {
-                    flag: "default-network",
-                    value: f.default_network.clone(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(
+                    |e: crate::sip::transport::UnknownTransport| ConfigError::BadValue {
+                        flag: "default-network",
+                        value: f.default_network.clone(),
+                        reason: e.to_string(),
+                    },
+                )?;
         let log_level = f.log_level.parse().map_err(|_| ConfigError::BadValue {
             flag: "log-level",
             value: f.log_level.clone(),
@@ -225,9 +229,8 @@ impl Config {
             ));
         }
         if !f.strict_client {
-            warnings.push(
-                "without -strict-client any address may REGISTER through roundabout".into(),
-            );
+            warnings
+                .push("without -strict-client any address may REGISTER through roundabout".into());
         } else if client_networks.is_empty() {
             warnings.push(
                 "-strict-client without -trusted-client-ip: every REGISTER will be refused".into(),
@@ -249,6 +252,7 @@ impl Config {
                 });
             }
         }
+        let limits = limits_from_flags(&f)?;
         let ports = Ports {
             udp: f.udp_port,
             tcp: f.tcp_port,
@@ -276,6 +280,7 @@ impl Config {
             tls_insecure: f.tls_insecure,
             ws_path: f.ws_path,
             log_level,
+            limits,
             warnings,
         })
     }
@@ -288,6 +293,55 @@ impl Config {
             p => p,
         }
     }
+}
+
+/// The limit flags, checked: a value that would stop Roundabout from working is an error.
+fn limits_from_flags(f: &Flags) -> Result<crate::limits::Limits, ConfigError> {
+    use crate::limits::{Limits, MAX_UDP_PAYLOAD};
+    use std::time::Duration;
+    let bad = |flag: &'static str, value: String, reason: &str| ConfigError::BadValue {
+        flag,
+        value,
+        reason: reason.into(),
+    };
+    if !(1024..=MAX_UDP_PAYLOAD).contains(&f.max_udp_message) {
+        return Err(bad(
+            "max-udp-message",
+            f.max_udp_message.to_string(),
+            "use 1024 to 65507 bytes",
+        ));
+    }
+    if !(1024..=16 * 1024 * 1024).contains(&f.max_stream_message) {
+        return Err(bad(
+            "max-stream-message",
+            f.max_stream_message.to_string(),
+            "use 1024 bytes to 16 MiB",
+        ));
+    }
+    if !(16..=65536).contains(&f.max_headers) {
+        return Err(bad(
+            "max-headers",
+            f.max_headers.to_string(),
+            "use 16 to 65536 (a request needs at least Via, From, To, Call-ID and CSeq)",
+        ));
+    }
+    if f.partial_message_timeout == 0 {
+        return Err(bad(
+            "partial-message-timeout",
+            "0".into(),
+            "use at least 1 second",
+        ));
+    }
+    Ok(Limits {
+        max_udp_message: f.max_udp_message,
+        max_stream_message: f.max_stream_message,
+        max_headers: f.max_headers,
+        partial_message_timeout: Duration::from_secs(f.partial_message_timeout),
+        idle_timeout: (f.idle_timeout > 0).then(|| Duration::from_secs(f.idle_timeout)),
+        max_connections: f.max_connections,
+        max_connections_per_ip: f.max_connections_per_ip,
+        pike_limit: f.pike_limit,
+    })
 }
 
 #[cfg(test)]
@@ -316,7 +370,9 @@ mod tests {
     fn default_server_must_be_trusted() {
         let c = config("-trusted-server 203.0.113.110:pbx.example.com:5060:wss: -default-sip-server pbx.example.com").unwrap();
         assert_eq!(c.default_sip_server.unwrap().port, 5060);
-        let e = config("-trusted-server 203.0.113.110::5060:wss: -default-sip-server 203.0.113.111").unwrap_err();
+        let e =
+            config("-trusted-server 203.0.113.110::5060:wss: -default-sip-server 203.0.113.111")
+                .unwrap_err();
         assert!(e.to_string().contains("203.0.113.111"), "{e}");
     }
 
@@ -330,10 +386,27 @@ mod tests {
             ("-trusted-client-ip 1.2.3.4/99", "-trusted-client-ip"),
             ("-contact-header-fqdn", "-contact-header-fqdn"),
             ("-ws-path ws", "-ws-path"),
+            ("-max-udp-message 70000", "-max-udp-message"),
+            ("-max-stream-message 10", "-max-stream-message"),
+            ("-max-headers 3", "-max-headers"),
+            ("-partial-message-timeout 0", "-partial-message-timeout"),
         ] {
             let e = config(args).unwrap_err().to_string();
             assert!(e.contains(flag), "{args}: {e}");
         }
+    }
+
+    #[test]
+    fn limits_have_documented_defaults_and_zero_means_off() {
+        let c = config("").unwrap();
+        assert_eq!(c.limits, crate::limits::Limits::default());
+        assert_eq!(c.limits.max_udp_message, 65507);
+        assert_eq!(c.limits.max_stream_message, 65536);
+        assert_eq!(c.limits.max_connections_per_ip, 100);
+        let c = config("-idle-timeout 0 -pike-limit 0 -max-connections-per-ip 0").unwrap();
+        assert_eq!(c.limits.idle_timeout, None);
+        assert_eq!(c.limits.pike_limit, 0);
+        assert_eq!(c.limits.max_connections_per_ip, 0);
     }
 
     #[test]
