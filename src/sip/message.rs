@@ -402,6 +402,11 @@ pub fn find_end_of_headers(buf: &[u8]) -> Option<usize> {
 
 fn parse_start_line(line: &str, offset: usize) -> Result<StartLine, ParseError> {
     let bad = || ParseError::BadStartLine(line.chars().take(80).collect());
+    // No control characters (a bare CR, NUL...): the grammar has none, and the line is
+    // copied out up to the first CR when rendered.
+    if line.bytes().any(|b| b.is_ascii_control()) {
+        return Err(bad());
+    }
     if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
         let code_str = rest.split(' ').next().unwrap_or("");
         let code: u16 = code_str.parse().map_err(|_| bad())?;
