@@ -224,7 +224,7 @@ impl Router {
         let job = if method == "ACK" {
             Job::Ack(Box::new(msg), source)
         } else {
-            let id = self.new_transaction(msg, source, key, ctx);
+            let id = self.new_transaction(msg, source, key, method, ctx);
             Job::Tx(id)
         };
         let pending = Pending {
@@ -235,7 +235,7 @@ impl Router {
         self.resolve(target, pending, ctx);
     }
 
-    fn new_transaction(&mut self, msg: SipMessage, source: Source, key: ServerKey, ctx: &mut Context<Self>) -> TxId {
+    fn new_transaction(&mut self, msg: SipMessage, source: Source, key: ServerKey, method: String, ctx: &mut Context<Self>) -> TxId {
         let id = self.next_id;
         self.next_id += 1;
         let source_via = top_via_with_received(&msg, &source);
@@ -246,10 +246,16 @@ impl Router {
                 .then(|| rewrite::to_user(&msg))
                 .flatten(),
         });
+        if key.class == MethodClass::Invite {
+            // A stateful proxy answers 100 at once so the caller stops retransmitting.
+            let trying = build_response(&msg, 100, "Trying", source_via.as_deref());
+            self.deliver(reply_destination(&source), trying, None, ctx);
+        }
         let tx = ProxyTransaction {
             id,
             key: key.clone(),
-            request: msg,
+            request: Some(msg),
+            method,
             source,
             source_via,
             state: TxState::Resolving,
@@ -263,11 +269,6 @@ impl Router {
             register,
             retransmit_interval: T1,
         };
-        if tx.is_invite() {
-            // A stateful proxy answers 100 at once so the caller stops retransmitting.
-            let trying = build_response(&tx.request, 100, "Trying", tx.source_via.as_deref());
-            self.deliver(reply_destination(&source), trying, None, ctx);
-        }
         self.by_key.insert(key, id);
         self.txs.insert(id, tx);
         id
@@ -279,10 +280,10 @@ impl Router {
         let Some(tx) = self.txs.get(&id) else { return };
         let answer = match &tx.last_response {
             Some(r) => Some(r.clone()),
-            None if tx.is_invite() => Some(build_response(&tx.request, 100, "Trying", tx.source_via.as_deref())),
+            None if tx.is_invite() => tx.request.as_ref().map(|r| build_response(r, 100, "Trying", tx.source_via.as_deref())),
             None => None,
         };
-        trace!("absorbed a retransmitted {}", tx.request.method());
+        trace!("absorbed a retransmitted {}", tx.method);
         if let Some(bytes) = answer {
             self.deliver(reply_destination(&tx.source), bytes, None, ctx);
         }
@@ -354,8 +355,9 @@ impl Router {
         if tx.final_status.is_some() {
             return;
         }
-        let bytes = build_response(&tx.request, code, reason, tx.source_via.as_deref());
-        debug!("{} {} answered {code} {reason}", tx.request.method(), tx.request.request_uri());
+        let Some(request) = tx.request.as_ref() else { return };
+        let bytes = build_response(request, code, reason, tx.source_via.as_deref());
+        debug!("{} {} answered {code} {reason}", tx.method, request.request_uri());
         tx.final_status = Some(code);
         tx.last_response = Some(bytes.clone());
         let dest = reply_destination(&tx.source);
@@ -377,10 +379,11 @@ impl Router {
                 if tx.cancelled {
                     return self.respond_locally(id, 487, "Request Terminated", ctx);
                 }
-                let branch = self.branches.next(&tx.request);
+                let Some(request) = tx.request.as_ref() else { return };
+                let branch = self.branches.next(request);
                 let want_register = tx.register.is_some();
                 let (bytes, hop, contacts) = self.build_request(
-                    &tx.request,
+                    request,
                     &tx.source,
                     out,
                     &branch,
@@ -388,7 +391,7 @@ impl Router {
                     pending.our_routes,
                     want_register.then_some(()),
                 );
-                debug!("{} {} from {} -> {destination}", tx.request.method(), tx.request.request_uri(), tx.source.remote);
+                debug!("{} {} from {} -> {destination}", tx.method, request.request_uri(), tx.source.remote);
                 let tx = self.txs.get_mut(&id).expect("checked above");
                 if let (Some(reg), Some(c)) = (tx.register.as_mut(), contacts) {
                     reg.contacts = c;
@@ -568,7 +571,7 @@ impl Router {
         let bytes = msg.render(&rw);
         let dest = reply_destination(&tx.source);
         let client_source = tx.source;
-        debug!("{status} for {} -> {dest}", tx.request.method());
+        debug!("{status} for {} -> {dest}", tx.method);
         for (user, contact_uri, expires) in bindings {
             if expires == 0 {
                 self.peers.unbind_client.do_send(UnbindClient { user });
@@ -653,7 +656,7 @@ impl Router {
         let (Some(bytes), Some(dest)) = (tx.sent.clone(), tx.destination.clone()) else { return };
         tx.retransmit_interval = if tx.state == TxState::Proceeding { T2 } else { tx.next_interval() };
         let next = tx.retransmit_interval;
-        trace!("retransmitting {} to {dest}", tx.request.method());
+        trace!("retransmitting {} to {dest}", tx.method);
         self.deliver(dest, bytes, None, ctx);
         self.timers.schedule(Instant::now() + next, id, TimerKind::Retransmit);
     }
@@ -664,7 +667,7 @@ impl Router {
         let gave_up = tx.final_status.is_none()
             && (tx.state == TxState::Calling || (tx.state == TxState::Proceeding && !tx.is_invite()));
         if gave_up {
-            info!("{} {} timed out at {:?}", tx.request.method(), tx.hop.request_uri, tx.destination);
+            info!("{} {} timed out at {:?}", tx.method, tx.hop.request_uri, tx.destination);
             self.respond_locally(id, 408, "Request Timeout", ctx);
         }
     }
@@ -687,13 +690,17 @@ impl Router {
     fn complete(&mut self, id: TxId, _ctx: &mut Context<Self>) {
         let Some(tx) = self.txs.get_mut(&id) else { return };
         tx.state = TxState::Completed;
-        let linger = if tx.source.transport.is_stream() && !tx.destination.as_ref().is_some_and(|d| d.transport() == Transport::Udp) {
+        // A 2xx ends an INVITE for good (its retransmissions pass statelessly by Via, and our
+        // 100 stopped the caller's INVITE retransmissions); otherwise Timer J/D: 32 s when a
+        // UDP side may still retransmit.
+        let answered_2xx = tx.is_invite() && tx.final_status.is_some_and(|s| (200..300).contains(&s));
+        let all_streams = tx.source.transport.is_stream() && !tx.destination.as_ref().is_some_and(|d| d.transport() == Transport::Udp);
+        let linger = if answered_2xx || all_streams {
             LINGER_STREAM
         } else {
             LINGER_UDP
         };
-        // The request as sent is only needed for retransmission before an answer.
-        tx.sent = None;
+        tx.shrink();
         self.timers.schedule(Instant::now() + linger, id, TimerKind::Remove);
     }
 

@@ -138,7 +138,10 @@ pub struct RegisterContext {
 pub struct ProxyTransaction {
     pub id: TxId,
     pub key: ServerKey,
-    pub request: SipMessage,
+    /// The request as received; dropped once it is answered (see [`ProxyTransaction::shrink`]).
+    pub request: Option<SipMessage>,
+    /// Its method, for logs after the request is dropped.
+    pub method: String,
     pub source: Source,
     /// Our Via value for the incoming top Via with received/rport, for our own responses.
     pub source_via: Option<String>,
@@ -158,6 +161,20 @@ pub struct ProxyTransaction {
 impl ProxyTransaction {
     pub fn is_invite(&self) -> bool {
         self.key.class == MethodClass::Invite
+    }
+
+    /// Once the final answer is out, only retransmissions are absorbed: keep what that
+    /// needs (the key, the last response, and for a non-2xx INVITE what its ACK needs) and
+    /// drop the rest, so the many lingering transactions of a busy proxy stay small.
+    pub fn shrink(&mut self) {
+        self.request = None;
+        self.sent = None;
+        self.source_via = None;
+        self.register = None;
+        let acks_downstream = self.is_invite() && self.final_status.is_some_and(|s| s >= 300);
+        if !acks_downstream {
+            self.hop = OutgoingHop::default();
+        }
     }
 
     /// Next retransmission interval: doubling, capped at T2 except for INVITE (Timer A).
