@@ -3,9 +3,11 @@
 //!
 //! Bindings are made only when the server answers a REGISTER with 2xx (so an unauthenticated
 //! REGISTER cannot hijack a user), and removed on expiry, on `Expires: 0`, and when a request
-//! for the client finds its connection gone. A binding outlives its connection on purpose:
-//! the server still has the client registered and keeps sending it calls, which must get 480
-//! (Temporarily Unavailable), not 404, until the client registers again.
+//! for the client finds its connection gone. A binding outlives its connection on purpose,
+//! for [`FLOW_CLOSED_GRACE`] at most: the server still has the client registered and keeps
+//! sending it calls, which must get 480 (Temporarily Unavailable), not 404, while the client
+//! reconnects and registers again; after that the binding goes, so clients that vanish with
+//! their connections (thousands at once when a NAT or a network drops) leave nothing behind.
 
 use super::messages::*;
 use crate::routing::FlowId;
@@ -16,6 +18,9 @@ use std::time::{Duration, Instant};
 
 /// How often expired bindings are swept.
 const SWEEP: Duration = Duration::from_secs(5);
+
+/// A binding whose connection closed lasts at most this much longer.
+pub const FLOW_CLOSED_GRACE: Duration = Duration::from_secs(30);
 
 struct Entry {
     binding: ClientBinding,
@@ -116,9 +121,13 @@ impl Handler<FlowClosed> for Registrar {
 
     fn handle(&mut self, m: FlowClosed, _: &mut Context<Self>) {
         if let Some(users) = self.by_flow.remove(&m.flow) {
+            let grace_end = Instant::now() + FLOW_CLOSED_GRACE;
             for user in users {
+                if let Some(entry) = self.clients.get_mut(&user) {
+                    entry.expires_at = entry.expires_at.min(grace_end);
+                }
                 debug!(
-                    "client '{user}': its {} connection closed; requests for it get 480 until it registers again",
+                    "client '{user}': its {} connection closed; requests for it get 480 for {FLOW_CLOSED_GRACE:?} unless it registers again",
                     m.transport
                 );
             }
