@@ -871,7 +871,6 @@ async fn two_thousand_clients_dropping_at_once_leave_nothing_behind() {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(CLIENTS);
     for i in 0..CLIENTS {
-        let proxy = proxy;
         let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % 6) as u8));
         tasks.push(tokio::spawn(async move {
             let socket = tokio::net::TcpSocket::new_v4().unwrap();
