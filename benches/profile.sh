@@ -52,7 +52,7 @@ perf report -i "$OUT/perf.data" --children --no-inline --stdio --sort symbol -g 
 perf report -i "$OUT/perf.data" --no-children --no-inline --stdio --sort symbol -g none \
     --percent-limit 0.3 2>/dev/null >"$OUT/report-self.txt"
 # the runtime's own frames (scheduler, actix envelopes, entry points) are left out of the top
-GENERIC='tokio::runtime|tokio::task|actix::context_impl|actix::address::envelope|std::thread::local|__libc_start|\] _start$|\] main$|std::rt::|catch_unwind|call_once|LocalKey|std::sys::backtrace|entry_SYSCALL|do_syscall_64|ActorStream|actix::fut::|Harness|Core<T|roundabout::run::proxy|__x64_sys|__sys_'
+GENERIC='tokio::runtime|tokio::task|actix::context_impl|actix::address::envelope|std::thread::local|__libc_start|\] _start$|\] main$|std::rt::|catch_unwind|call_once|LocalKey|std::sys::backtrace|entry_SYSCALL|do_syscall_64|ActorStream|actix::fut::|Harness|Core<T|roundabout::run::proxy|roundabout::main|__x64_sys|__sys_|\[k\]'
 tidy() { grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- +$//; s/ {2,}/ /g; s/^ //' | cut -c1-160; }
 echo "== top 15 inclusive (children %, self %, function)"
 tidy <"$OUT/report-children.txt" | grep -vE "$GENERIC" | head -15 | tee "$OUT/top15-children.txt"
