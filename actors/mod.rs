@@ -74,11 +74,13 @@ pub async fn start(
     };
     let udp = match config.ports.udp {
         0 => None,
-        _ => Some(Arc::new(
-            tokio::net::UdpSocket::bind(bind(Transport::Udp))
+        _ => {
+            let socket = tokio::net::UdpSocket::bind(bind(Transport::Udp))
                 .await
-                .map_err(err(Transport::Udp))?,
-        )),
+                .map_err(err(Transport::Udp))?;
+            enlarge_udp_buffers(&socket);
+            Some(Arc::new(socket))
+        }
     };
     // The transports over TCP, each with what its accepted sockets go through first.
     let ws_options = WsOptions {
@@ -202,4 +204,15 @@ pub async fn start(
         stats,
         _arbiters: arbiters,
     })
+}
+
+/// Asks for 4 MiB socket buffers (the kernel caps them at net.core.rmem_max/wmem_max): with
+/// the default ~200 KB a burst of datagrams arriving while the thread is busy is dropped
+/// long before the CPU is.
+fn enlarge_udp_buffers(socket: &tokio::net::UdpSocket) {
+    const WANTED: usize = 4 << 20;
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock.set_recv_buffer_size(WANTED).and_then(|_| sock.set_send_buffer_size(WANTED)) {
+        log::debug!("cannot enlarge the UDP socket buffers: {e}");
+    }
 }

@@ -41,6 +41,8 @@ pub struct StreamConnection<S: AsyncRead + AsyncWrite + Unpin + 'static> {
     /// message it watches is still the one unfinished.
     partial: u64,
     completed: u64,
+    /// Whether a slow-loris timer is pending (at most one per connection).
+    partial_timer_armed: bool,
 }
 
 /// What the framer gives the actor: frames, and word that a message has begun arriving and
@@ -118,6 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
                 got_message: false,
                 last_heard: Instant::now(),
                 partial: 0,
+                partial_timer_armed: false,
                 completed: 0,
             }
         })
@@ -189,6 +192,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Actor for StreamConnection<S> 
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
+    /// Watches the message in progress: at most one timer per connection, however many
+    /// reads end mid-message (one timer per partial read piles up thousands on a busy
+    /// connection). A message still incomplete when its timer fires closes the connection;
+    /// one begun meanwhile gets a timer of its own then, so it is cut off within twice the
+    /// limit.
+    fn arm_partial_timer(&mut self, ctx: &mut Context<Self>) {
+        self.partial_timer_armed = true;
+        let watched = self.partial;
+        let limit = self.slot.guard().limits().partial_message_timeout;
+        ctx.run_later(limit, move |act, ctx| {
+            act.partial_timer_armed = false;
+            if act.completed < watched {
+                act.close(
+                    ctx,
+                    &format!(
+                        "a message begun {limit:?} ago is still incomplete \
+                         (-partial-message-timeout)"
+                    ),
+                );
+            } else if act.partial > act.completed {
+                act.arm_partial_timer(ctx);
+            }
+        });
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Guarded, FrameError>>
     for StreamConnection<S>
 {
@@ -198,19 +228,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Guarded, 
             Ok(Guarded::Frame(frame)) => frame,
             Ok(Guarded::PartialStarted) => {
                 self.partial += 1;
-                let watched = self.partial;
-                let limit = self.slot.guard().limits().partial_message_timeout;
-                ctx.run_later(limit, move |act, ctx| {
-                    if act.completed < watched {
-                        act.close(
-                            ctx,
-                            &format!(
-                                "a message begun {limit:?} ago is still incomplete \
-                                 (-partial-message-timeout)"
-                            ),
-                        );
-                    }
-                });
+                if !self.partial_timer_armed {
+                    self.arm_partial_timer(ctx);
+                }
                 return;
             }
             Err(e) => return self.close(ctx, &e.to_string()),
