@@ -16,7 +16,7 @@ use crate::proxy::rewrite::{self, ProxyAddress};
 use crate::proxy::transaction::*;
 use crate::proxy::validate::{validate_request, validate_response};
 use crate::routing::{Decision, Destination, LocalIdentity, RouteTarget, Source};
-use crate::sip::header::split_values;
+use crate::sip::header::iter_values;
 use crate::sip::uri::{NameAddr, SipUri};
 use crate::sip::via::Via;
 use crate::sip::{HeaderName, Rewrite, SipMessage, Transport};
@@ -440,7 +440,7 @@ impl Router {
         }
         rewrite::remove_first_values(msg, HeaderName::Route, our_routes, &mut rw);
         if let Some((i, line)) = msg.first(HeaderName::Via) {
-            if let Some(first) = split_values(line).into_iter().next() {
+            if let Some(first) = iter_values(line).next() {
                 if let Some(v) = rewrite::via_with_received(&line[first.clone()], source) {
                     rw.replace(i, format!("{v}{}", &line[first.end..]));
                 }
@@ -453,14 +453,24 @@ impl Router {
             rewrite::rewrite_dialog_contact(msg, &mut rw, &self.local, out, source, &self.key);
             None
         };
-        let hop = OutgoingHop {
-            request_uri: request_uri.clone().unwrap_or_else(|| msg.request_uri().to_string()),
-            via,
-            routes: msg.values(HeaderName::Route).skip(our_routes).map(String::from).collect(),
-            from: msg.first_value(HeaderName::From).unwrap_or("").to_string(),
-            to: msg.first_value(HeaderName::To).unwrap_or("").to_string(),
-            call_id: msg.call_id().unwrap_or("").to_string(),
-            cseq: msg.cseq().map_or(0, |c| c.0),
+        let request_uri = request_uri.clone().unwrap_or_else(|| msg.request_uri().to_string());
+        // Only an INVITE is ever CANCELled or ACKed hop by hop: other requests keep just
+        // their Request-URI (for logs and for unbinding a client whose flow is gone).
+        let hop = if msg.method() == "INVITE" {
+            OutgoingHop {
+                request_uri,
+                via,
+                routes: msg.values(HeaderName::Route).skip(our_routes).map(String::from).collect(),
+                from: msg.first_value(HeaderName::From).unwrap_or("").to_string(),
+                to: msg.first_value(HeaderName::To).unwrap_or("").to_string(),
+                call_id: msg.call_id().unwrap_or("").to_string(),
+                cseq: msg.cseq().map_or(0, |c| c.0),
+            }
+        } else {
+            OutgoingHop {
+                request_uri,
+                ..OutgoingHop::default()
+            }
         };
         (msg.render(&rw), hop, contacts)
     }
@@ -498,10 +508,11 @@ impl Router {
             info!("dropped a response from {}: {reason}", source.remote);
             return;
         }
-        let Some(branch) = msg.top_via().and_then(|v| v.branch().map(String::from)) else {
-            return;
+        let (ours, tx_id) = match msg.top_via().and_then(|v| v.branch()) {
+            Some(branch) => (is_our_branch(branch), self.by_branch.get(branch).copied()),
+            None => return,
         };
-        if !is_our_branch(&branch) {
+        if !ours {
             debug!("dropped a response from {} whose top Via is not ours", source.remote);
             return;
         }
@@ -510,7 +521,7 @@ impl Router {
             trace!("absorbed {status} to our CANCEL");
             return;
         }
-        let Some(id) = self.by_branch.get(&branch).copied() else {
+        let Some(id) = tx_id else {
             return self.forward_response_statelessly(msg, source, ctx);
         };
         let Some(tx) = self.txs.get_mut(&id) else { return };
@@ -757,7 +768,7 @@ fn reply_destination(source: &Source) -> Destination {
 /// The first Via value with received/rport filled in, for responses Roundabout makes.
 fn top_via_with_received(msg: &SipMessage, source: &Source) -> Option<String> {
     let line = msg.first_value(HeaderName::Via)?;
-    let first = split_values(line).into_iter().next()?;
+    let first = iter_values(line).next()?;
     let value = &line[first];
     Some(rewrite::via_with_received(value, source).unwrap_or_else(|| value.to_string()))
 }

@@ -71,6 +71,14 @@ fn loop_hash(msg: &SipMessage) -> u32 {
 
 /// A request that already went through Roundabout unchanged is looping.
 pub fn is_loop(msg: &SipMessage, local: &ProxyAddress) -> bool {
+    // Most requests never passed here: skip the hash unless one of our branches is present.
+    let has_ours = msg
+        .headers()
+        .iter()
+        .any(|h| h.name == HeaderName::Via && msg.value(h).contains(OURS));
+    if !has_ours {
+        return false;
+    }
     let expected = format!("{OURS}{:x}-", loop_hash(msg));
     msg.values(HeaderName::Via).any(|v| {
         Via::parse(v).is_ok_and(|via| {

@@ -7,7 +7,7 @@
 
 use super::contact_token::{TokenKey, PARAM};
 use crate::routing::{LocalIdentity, Source};
-use crate::sip::header::split_values;
+use crate::sip::header::{iter_values, split_values};
 use crate::sip::uri::{find_param, NameAddr, SipUri};
 use crate::sip::via::Via;
 use crate::sip::{HeaderName, Rewrite, SipMessage, Transport};
@@ -147,14 +147,18 @@ pub fn remove_first_values(msg: &SipMessage, name: HeaderName, mut n: usize, rw:
             continue;
         }
         let value = msg.value(h);
-        let parts = split_values(value);
-        if parts.len() <= n {
-            n -= parts.len();
-            rw.remove(i);
-        } else {
-            let rest: Vec<&str> = parts[n..].iter().map(|r| &value[r.clone()]).collect();
-            rw.replace(i, rest.join(", "));
-            n = 0;
+        let mut parts = iter_values(value).skip(n);
+        match parts.next() {
+            // Fewer values than to remove (or exactly as many): the whole line goes.
+            None => {
+                n -= iter_values(value).count();
+                rw.remove(i);
+            }
+            Some(first_kept) => {
+                let rest_start = first_kept.start;
+                rw.replace(i, value[rest_start..].to_string());
+                n = 0;
+            }
         }
     }
 }

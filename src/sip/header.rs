@@ -78,37 +78,55 @@ impl HeaderName {
 /// Splits a header value into its comma-separated values, ignoring commas inside quotes and
 /// angle brackets (`Contact: "Doe, J" <sip:j@x>, <sip:k@y>`). Returns trimmed byte ranges.
 pub fn split_values(value: &str) -> Vec<std::ops::Range<usize>> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::new();
-    let (mut in_quote, mut in_angle, mut escaped) = (false, false, false);
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match b {
-            b'\\' if in_quote => escaped = true,
-            b'"' => in_quote = !in_quote,
-            b'<' if !in_quote => in_angle = true,
-            b'>' if !in_quote => in_angle = false,
-            b',' if !in_quote && !in_angle => {
-                push_trimmed(value, start..i, &mut out);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    push_trimmed(value, start..bytes.len(), &mut out);
-    out
+    iter_values(value).collect()
 }
 
-fn push_trimmed(value: &str, r: std::ops::Range<usize>, out: &mut Vec<std::ops::Range<usize>>) {
-    let s = &value[r.clone()];
-    let lead = s.len() - s.trim_start().len();
-    let trail = s.len() - s.trim_end().len();
-    if lead + trail < s.len() {
-        out.push(r.start + lead..r.end - trail);
+/// [`split_values`] without the Vec: yields the ranges one by one (the per-message path
+/// mostly wants the first value only).
+pub fn iter_values(value: &str) -> ValueIter<'_> {
+    ValueIter { value, pos: 0 }
+}
+
+pub struct ValueIter<'a> {
+    value: &'a str,
+    pos: usize,
+}
+
+impl Iterator for ValueIter<'_> {
+    type Item = std::ops::Range<usize>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let bytes = self.value.as_bytes();
+        while self.pos <= bytes.len() {
+            let start = self.pos;
+            let (mut in_quote, mut in_angle, mut escaped) = (false, false, false);
+            let mut end = bytes.len();
+            for (i, &b) in bytes.iter().enumerate().skip(start) {
+                if escaped {
+                    escaped = false;
+                    continue;
+                }
+                match b {
+                    b'\\' if in_quote => escaped = true,
+                    b'"' => in_quote = !in_quote,
+                    b'<' if !in_quote => in_angle = true,
+                    b'>' if !in_quote => in_angle = false,
+                    b',' if !in_quote && !in_angle => {
+                        end = i;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            self.pos = end + 1;
+            let s = &self.value[start..end];
+            let lead = s.len() - s.trim_start().len();
+            let trail = s.len() - s.trim_end().len();
+            if lead + trail < s.len() {
+                return Some(start + lead..end - trail);
+            }
+        }
+        None
     }
 }
 

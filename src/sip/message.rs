@@ -5,7 +5,7 @@
 //! and renders the outgoing copy from the original bytes plus a small [`Rewrite`]: untouched
 //! headers go out byte for byte and the body is never altered.
 
-use super::header::{split_values, HeaderName};
+use super::header::{iter_values, HeaderName};
 use super::via::Via;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
@@ -233,14 +233,14 @@ impl SipMessage {
             .filter(move |h| h.name == name)
             .flat_map(move |h| {
                 let v = self.value(h);
-                split_values(v).into_iter().map(move |r| &v[r])
+                iter_values(v).map(move |r| &v[r])
             })
     }
 
     /// The first Via value (the topmost), parsed.
     pub fn top_via(&self) -> Option<Via<'_>> {
         let v = self.first_value(HeaderName::Via)?;
-        let first = split_values(v).into_iter().next()?;
+        let first = iter_values(v).next()?;
         Via::parse(&v[first]).ok()
     }
 
