@@ -162,8 +162,55 @@ async fn call(client: Kind, server: Kind) {
     let _roundabout = start_roundabout(&peers, &proxy, &flags);
 
     let mut c = Link::connect(client, UAC_IP.into(), &proxy).await;
-    let call_id = format!("call-{client:?}-{server:?}@test");
     let from = "<sip:alice@127.0.0.2>;tag=alice1".to_string();
+
+    // First a REGISTER: the server sees Roundabout's Contact on its own transport, the
+    // client gets its own Contact back with the granted expiry, and only its own Via.
+    let own_contact = client_contact(&c, "alice");
+    let register = Request {
+        method: "REGISTER",
+        uri: "sip:127.0.0.3",
+        via: client_via(&c, "reg1"),
+        from: "<sip:alice@127.0.0.3>;tag=reg".into(),
+        to: "<sip:alice@127.0.0.3>".into(),
+        call_id: &format!("reg-{client:?}-{server:?}@test"),
+        cseq: 1,
+        headers: vec![format!("Contact: {own_contact};expires=120")],
+        body: "",
+    };
+    c.send(&register.render()).await;
+    let mut s = srv.link().await;
+    let reg = s.recv_request("REGISTER").await;
+    assert_roundabout_via(&reg, server, &proxy, 1);
+    let registered = uri_of(&reg.get("Contact"));
+    assert_eq!(
+        registered,
+        format!(
+            "sip:alice@{}:{}{}",
+            proxy.ip,
+            proxy.port(server),
+            server.uri_param()
+        ),
+        "REGISTER Contact for the server side:\n{reg}"
+    );
+    s.send(&response(
+        &reg,
+        200,
+        "OK",
+        "reg1",
+        &[format!("Contact: <{registered}>;expires=60")],
+    ))
+    .await;
+    let reg_ok = c.recv_final().await;
+    assert_eq!(reg_ok.status(), Some(200), "{reg_ok}");
+    assert_client_vias(&reg_ok, "z9hG4bKreg1");
+    assert_eq!(
+        reg_ok.get("Contact"),
+        format!("{own_contact};expires=60"),
+        "{reg_ok}"
+    );
+
+    let call_id = format!("call-{client:?}-{server:?}@test");
     let sdp = big_sdp();
     let invite = Request {
         method: "INVITE",
@@ -179,7 +226,6 @@ async fn call(client: Kind, server: Kind) {
     c.send(&invite.render()).await;
 
     // The server side: the INVITE, on the server's transport, with Roundabout's Via on top.
-    let mut s = srv.link().await;
     let inv = s.recv_request("INVITE").await;
     assert_roundabout_via(&inv, server, &proxy, 1);
     assert_eq!(branch_of(&inv.all("Via")[1]), "z9hG4bKinv1", "{inv}");
