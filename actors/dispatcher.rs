@@ -40,7 +40,13 @@ impl Dispatcher {
         }
     }
 
-    fn send_udp(&self, addr: SocketAddr, bytes: bytes::Bytes, notify: Option<FailureNotice>, ctx: &mut Context<Self>) {
+    fn send_udp(
+        &self,
+        addr: SocketAddr,
+        bytes: bytes::Bytes,
+        notify: Option<FailureNotice>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(socket) = self.udp.clone() else {
             warn!("cannot send to udp:{addr}: the UDP listener is off (-udp-port 0)");
             return Self::fail(notify, DeliveryError::Unreachable);
@@ -67,11 +73,19 @@ impl Dispatcher {
     }
 
     fn register(&mut self, opened: FlowOpened) {
-        self.by_addr.insert((opened.transport, opened.remote), opened.flow);
+        self.by_addr
+            .insert((opened.transport, opened.remote), opened.flow);
         self.flows.insert(opened.flow, opened);
     }
 
-    fn send_stream(&mut self, transport: Transport, addr: SocketAddr, tls_name: Option<String>, m: Deliver, ctx: &mut Context<Self>) {
+    fn send_stream(
+        &mut self,
+        transport: Transport,
+        addr: SocketAddr,
+        tls_name: Option<String>,
+        m: Deliver,
+        ctx: &mut Context<Self>,
+    ) {
         let key = (transport, addr);
         if let Some(flow) = self.by_addr.get(&key).and_then(|f| self.flows.get(f)) {
             flow.writer.do_send(SendFrame(m.bytes));
@@ -114,23 +128,43 @@ impl Handler<Deliver> for Dispatcher {
 
     fn handle(&mut self, m: Deliver, ctx: &mut Context<Self>) {
         match m.destination.clone() {
-            Destination::Flow { flow, transport, remote } => match self.flows.get(&flow) {
+            Destination::Flow {
+                flow,
+                transport,
+                remote,
+            } => match self.flows.get(&flow) {
                 Some(f) => f.writer.do_send(SendFrame(m.bytes)),
                 None => {
                     debug!("{transport} connection {flow} to {remote} is gone");
                     Self::fail(m.notify, DeliveryError::FlowGone);
                 }
             },
-            Destination::Address { transport: Transport::Udp, addr, .. } => self.send_udp(addr, m.bytes, m.notify, ctx),
-            Destination::Address { transport, addr, tls_name } => self.send_stream(transport, addr, tls_name, m, ctx),
-            Destination::Name { transport, host, port } => {
+            Destination::Address {
+                transport: Transport::Udp,
+                addr,
+                ..
+            } => self.send_udp(addr, m.bytes, m.notify, ctx),
+            Destination::Address {
+                transport,
+                addr,
+                tls_name,
+            } => self.send_stream(transport, addr, tls_name, m, ctx),
+            Destination::Name {
+                transport,
+                host,
+                port,
+            } => {
                 let lookup = tokio::net::lookup_host((host.clone(), port));
                 ctx.spawn(lookup.into_actor(self).map(move |res, act, ctx| {
                     match res.ok().and_then(|mut addrs| addrs.next()) {
                         Some(addr) => {
                             let tls_name = Some(host);
                             let m = Deliver {
-                                destination: Destination::Address { transport, addr, tls_name },
+                                destination: Destination::Address {
+                                    transport,
+                                    addr,
+                                    tls_name,
+                                },
                                 ..m
                             };
                             act.handle(m, ctx);

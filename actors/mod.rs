@@ -212,7 +212,10 @@ pub async fn start(
 fn enlarge_udp_buffers(socket: &tokio::net::UdpSocket) {
     const WANTED: usize = 4 << 20;
     let sock = socket2::SockRef::from(socket);
-    if let Err(e) = sock.set_recv_buffer_size(WANTED).and_then(|_| sock.set_send_buffer_size(WANTED)) {
+    if let Err(e) = sock
+        .set_recv_buffer_size(WANTED)
+        .and_then(|_| sock.set_send_buffer_size(WANTED))
+    {
         log::debug!("cannot enlarge the UDP socket buffers: {e}");
     }
 }

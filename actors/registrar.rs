@@ -76,14 +76,24 @@ impl Handler<BindClient> for Registrar {
             if old.binding.source != source {
                 info!(
                     "client '{}' moved from {} {} to {} {}",
-                    m.user, old.binding.source.transport, old.binding.source.remote, source.transport, source.remote
+                    m.user,
+                    old.binding.source.transport,
+                    old.binding.source.remote,
+                    source.transport,
+                    source.remote
                 );
             }
         } else {
-            debug!("client '{}' registered from {} {}", m.user, source.transport, source.remote);
+            debug!(
+                "client '{}' registered from {} {}",
+                m.user, source.transport, source.remote
+            );
         }
         if source.flow != FlowId::UDP {
-            self.by_flow.entry(source.flow).or_default().insert(m.user.clone());
+            self.by_flow
+                .entry(source.flow)
+                .or_default()
+                .insert(m.user.clone());
         }
         self.clients.insert(
             m.user,

@@ -86,7 +86,10 @@ impl Actor for Router {
 impl Router {
     pub fn new(config: &Config, key: TokenKey, shard: usize, peers: RouterPeers) -> Router {
         Router {
-            local: ProxyAddress::new(LocalIdentity::from_config(config), config.contact_header_fqdn),
+            local: ProxyAddress::new(
+                LocalIdentity::from_config(config),
+                config.contact_header_fqdn,
+            ),
             key,
             strict_client: config.strict_client,
             client_networks: config.client_networks.clone(),
@@ -102,7 +105,13 @@ impl Router {
         }
     }
 
-    fn deliver(&self, destination: Destination, bytes: bytes::Bytes, notify: Option<TxId>, ctx: &Context<Self>) {
+    fn deliver(
+        &self,
+        destination: Destination,
+        bytes: bytes::Bytes,
+        notify: Option<TxId>,
+        ctx: &Context<Self>,
+    ) {
         let notify = notify.map(|tx| FailureNotice {
             router: ctx.address().recipient(),
             tx,
@@ -115,13 +124,25 @@ impl Router {
     }
 
     /// Answers a request that has no transaction (yet): 400, 403, 481, 482, 483...
-    fn reply_stateless(&self, msg: &SipMessage, source: &Source, code: u16, reason: &str, ctx: &Context<Self>) {
+    fn reply_stateless(
+        &self,
+        msg: &SipMessage,
+        source: &Source,
+        code: u16,
+        reason: &str,
+        ctx: &Context<Self>,
+    ) {
         if msg.method() == "ACK" {
             return; // never answer an ACK
         }
         let via = top_via_with_received(msg, source);
         let bytes = build_response(msg, code, reason, via.as_deref());
-        debug!("{} {} from {} answered {code} {reason}", msg.method(), msg.request_uri(), source.remote);
+        debug!(
+            "{} {} from {} answered {code} {reason}",
+            msg.method(),
+            msg.request_uri(),
+            source.remote
+        );
         self.deliver(reply_destination(source), bytes, None, ctx);
     }
 
@@ -129,7 +150,11 @@ impl Router {
 
     fn on_request(&mut self, msg: SipMessage, source: Source, ctx: &mut Context<Self>) {
         if msg.top_via().is_none() {
-            warn!("dropped a {} from {}: no usable Via to answer to", msg.method(), source.remote);
+            warn!(
+                "dropped a {} from {}: no usable Via to answer to",
+                msg.method(),
+                source.remote
+            );
             return;
         }
         if let Err(reason) = validate_request(&msg) {
@@ -137,13 +162,18 @@ impl Router {
             return self.reply_stateless(&msg, &source, 400, reason, ctx);
         }
         let method = msg.method().to_string();
-        let Some(key) = ServerKey::of(&msg, &method) else { return };
+        let Some(key) = ServerKey::of(&msg, &method) else {
+            return;
+        };
 
         match method.as_str() {
             "ACK" => {
                 if let Some(tx) = self.by_key.get(&key).and_then(|id| self.txs.get(id)) {
                     if tx.final_status.is_some_and(|s| s >= 300) {
-                        trace!("absorbed ACK for {} (hop-by-hop)", tx.final_status.unwrap_or(0));
+                        trace!(
+                            "absorbed ACK for {} (hop-by-hop)",
+                            tx.final_status.unwrap_or(0)
+                        );
                         return;
                     }
                 }
@@ -157,7 +187,13 @@ impl Router {
         }
 
         if self.draining && method != "ACK" {
-            return self.reply_stateless(&msg, &source, 503, "Service Unavailable - Shutting Down", ctx);
+            return self.reply_stateless(
+                &msg,
+                &source,
+                503,
+                "Service Unavailable - Shutting Down",
+                ctx,
+            );
         }
         if msg.max_forwards() == Some(Ok(0)) {
             return self.reply_stateless(&msg, &source, 483, "Too Many Hops", ctx);
@@ -169,7 +205,10 @@ impl Router {
             && self.strict_client
             && !crate::config::client_networks::contains(&self.client_networks, source.remote.ip())
         {
-            info!("REGISTER from untrusted {} refused (-strict-client)", source.remote);
+            info!(
+                "REGISTER from untrusted {} refused (-strict-client)",
+                source.remote
+            );
             return self.reply_stateless(&msg, &source, 403, "Forbidden - Untrusted Client", ctx);
         }
 
@@ -185,7 +224,10 @@ impl Router {
             .and_then(|u| rewrite::token_in_uri(u, &self.local))
             .and_then(|t| self.key.decode(t));
         let target = if let Some(route) = next_route {
-            match NameAddr::parse(route).ok().and_then(|n| n.uri().ok().map(|u| RouteTarget::from_uri(&u))) {
+            match NameAddr::parse(route)
+                .ok()
+                .and_then(|n| n.uri().ok().map(|u| RouteTarget::from_uri(&u)))
+            {
                 Some(t) => t,
                 None => return self.reply_stateless(&msg, &source, 400, "Malformed Route", ctx),
             }
@@ -235,7 +277,14 @@ impl Router {
         self.resolve(target, pending, ctx);
     }
 
-    fn new_transaction(&mut self, msg: SipMessage, source: Source, key: ServerKey, method: String, ctx: &mut Context<Self>) -> TxId {
+    fn new_transaction(
+        &mut self,
+        msg: SipMessage,
+        source: Source,
+        key: ServerKey,
+        method: String,
+        ctx: &mut Context<Self>,
+    ) -> TxId {
         let id = self.next_id;
         self.next_id += 1;
         let source_via = top_via_with_received(&msg, &source);
@@ -280,7 +329,10 @@ impl Router {
         let Some(tx) = self.txs.get(&id) else { return };
         let answer = match &tx.last_response {
             Some(r) => Some(r.clone()),
-            None if tx.is_invite() => tx.request.as_ref().map(|r| build_response(r, 100, "Trying", tx.source_via.as_deref())),
+            None if tx.is_invite() => tx
+                .request
+                .as_ref()
+                .map(|r| build_response(r, 100, "Trying", tx.source_via.as_deref())),
             None => None,
         };
         trace!("absorbed a retransmitted {}", tx.method);
@@ -316,7 +368,10 @@ impl Router {
                 self.fail(pending.job, code, reason, ctx)
             }
             Decision::AskRegistrar { user, fallback } => {
-                let fut = self.peers.lookup_client.send(LookupClient { user: user.clone() });
+                let fut = self
+                    .peers
+                    .lookup_client
+                    .send(LookupClient { user: user.clone() });
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
                     Ok(Some(binding)) => {
                         debug!("client '{user}' is at {}", binding.source.remote);
@@ -351,13 +406,21 @@ impl Router {
 
     /// Sends Roundabout's own final response upstream for a transaction.
     fn respond_locally(&mut self, id: TxId, code: u16, reason: &str, ctx: &mut Context<Self>) {
-        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
         if tx.final_status.is_some() {
             return;
         }
-        let Some(request) = tx.request.as_ref() else { return };
+        let Some(request) = tx.request.as_ref() else {
+            return;
+        };
         let bytes = build_response(request, code, reason, tx.source_via.as_deref());
-        debug!("{} {} answered {code} {reason}", tx.method, request.request_uri());
+        debug!(
+            "{} {} answered {code} {reason}",
+            tx.method,
+            request.request_uri()
+        );
         tx.final_status = Some(code);
         tx.last_response = Some(bytes.clone());
         let dest = reply_destination(&tx.source);
@@ -370,7 +433,15 @@ impl Router {
         match pending.job {
             Job::Ack(msg, source) => {
                 let branch = self.branches.next(&msg);
-                let (bytes, _, _) = self.build_request(&msg, &source, out, &branch, &pending.request_uri, pending.our_routes, None);
+                let (bytes, _, _) = self.build_request(
+                    &msg,
+                    &source,
+                    out,
+                    &branch,
+                    &pending.request_uri,
+                    pending.our_routes,
+                    None,
+                );
                 debug!("ACK {} -> {destination}", msg.request_uri());
                 self.deliver(destination, bytes, None, ctx);
             }
@@ -379,7 +450,9 @@ impl Router {
                 if tx.cancelled {
                     return self.respond_locally(id, 487, "Request Terminated", ctx);
                 }
-                let Some(request) = tx.request.as_ref() else { return };
+                let Some(request) = tx.request.as_ref() else {
+                    return;
+                };
                 let branch = self.branches.next(request);
                 let want_register = tx.register.is_some();
                 let (bytes, hop, contacts) = self.build_request(
@@ -391,7 +464,12 @@ impl Router {
                     pending.our_routes,
                     want_register.then_some(()),
                 );
-                debug!("{} {} from {} -> {destination}", tx.method, request.request_uri(), tx.source.remote);
+                debug!(
+                    "{} {} from {} -> {destination}",
+                    tx.method,
+                    request.request_uri(),
+                    tx.source.remote
+                );
                 let tx = self.txs.get_mut(&id).expect("checked above");
                 if let (Some(reg), Some(c)) = (tx.register.as_mut(), contacts) {
                     reg.contacts = c;
@@ -402,10 +480,12 @@ impl Router {
                 tx.destination = Some(destination.clone());
                 if out == Transport::Udp {
                     tx.sent = Some(bytes.clone());
-                    self.timers.schedule(Instant::now() + T1, id, TimerKind::Retransmit);
+                    self.timers
+                        .schedule(Instant::now() + T1, id, TimerKind::Retransmit);
                 }
                 self.by_branch.insert(branch, id);
-                self.timers.schedule(Instant::now() + TIMER_B, id, TimerKind::Timeout);
+                self.timers
+                    .schedule(Instant::now() + TIMER_B, id, TimerKind::Timeout);
                 self.deliver(destination, bytes, Some(id), ctx);
             }
         }
@@ -423,7 +503,11 @@ impl Router {
         request_uri: &Option<String>,
         our_routes: usize,
         register: Option<()>,
-    ) -> (bytes::Bytes, OutgoingHop, Option<Vec<rewrite::RegisteredContact>>) {
+    ) -> (
+        bytes::Bytes,
+        OutgoingHop,
+        Option<Vec<rewrite::RegisteredContact>>,
+    ) {
         let mut rw = Rewrite::default();
         if let Some(u) = request_uri {
             rw.start_line = Some(format!("{} {u} SIP/2.0", msg.method()));
@@ -434,9 +518,13 @@ impl Router {
             // Two Record-Route entries when the transport changes (RFC 5658), so in-dialog
             // requests from either side come back and leave on the right transport.
             if out != source.transport {
-                rw.prepend.push(format!("Record-Route: {}", self.local.record_route(out)));
+                rw.prepend
+                    .push(format!("Record-Route: {}", self.local.record_route(out)));
             }
-            rw.prepend.push(format!("Record-Route: {}", self.local.record_route(source.transport)));
+            rw.prepend.push(format!(
+                "Record-Route: {}",
+                self.local.record_route(source.transport)
+            ));
         }
         rewrite::remove_first_values(msg, HeaderName::Route, our_routes, &mut rw);
         if let Some((i, line)) = msg.first(HeaderName::Via) {
@@ -448,19 +536,30 @@ impl Router {
         }
         rewrite::decrement_max_forwards(msg, &mut rw);
         let contacts = if register.is_some() {
-            Some(rewrite::rewrite_register_contact(msg, &mut rw, &self.local, out))
+            Some(rewrite::rewrite_register_contact(
+                msg,
+                &mut rw,
+                &self.local,
+                out,
+            ))
         } else {
             rewrite::rewrite_dialog_contact(msg, &mut rw, &self.local, out, source, &self.key);
             None
         };
-        let request_uri = request_uri.clone().unwrap_or_else(|| msg.request_uri().to_string());
+        let request_uri = request_uri
+            .clone()
+            .unwrap_or_else(|| msg.request_uri().to_string());
         // Only an INVITE is ever CANCELled or ACKed hop by hop: other requests keep just
         // their Request-URI (for logs and for unbinding a client whose flow is gone).
         let hop = if msg.method() == "INVITE" {
             OutgoingHop {
                 request_uri,
                 via,
-                routes: msg.values(HeaderName::Route).skip(our_routes).map(String::from).collect(),
+                routes: msg
+                    .values(HeaderName::Route)
+                    .skip(our_routes)
+                    .map(String::from)
+                    .collect(),
                 from: msg.first_value(HeaderName::From).unwrap_or("").to_string(),
                 to: msg.first_value(HeaderName::To).unwrap_or("").to_string(),
                 call_id: msg.call_id().unwrap_or("").to_string(),
@@ -475,17 +574,31 @@ impl Router {
         (msg.render(&rw), hop, contacts)
     }
 
-    fn on_cancel(&mut self, msg: SipMessage, source: Source, key: ServerKey, ctx: &mut Context<Self>) {
+    fn on_cancel(
+        &mut self,
+        msg: SipMessage,
+        source: Source,
+        key: ServerKey,
+        ctx: &mut Context<Self>,
+    ) {
         let invite_key = ServerKey {
             class: MethodClass::Invite,
             ..key
         };
         let Some(id) = self.by_key.get(&invite_key).copied() else {
-            return self.reply_stateless(&msg, &source, 481, "Call/Transaction Does Not Exist", ctx);
+            return self.reply_stateless(
+                &msg,
+                &source,
+                481,
+                "Call/Transaction Does Not Exist",
+                ctx,
+            );
         };
         // CANCEL is hop-by-hop: answered here, then sent on where its INVITE went.
         self.reply_stateless(&msg, &source, 200, "OK", ctx);
-        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
         if tx.final_status.is_some() || tx.cancelled {
             return;
         }
@@ -513,7 +626,10 @@ impl Router {
             None => return,
         };
         if !ours {
-            debug!("dropped a response from {} whose top Via is not ours", source.remote);
+            debug!(
+                "dropped a response from {} whose top Via is not ours",
+                source.remote
+            );
             return;
         }
         let status = msg.status().unwrap_or(0);
@@ -524,7 +640,9 @@ impl Router {
         let Some(id) = tx_id else {
             return self.forward_response_statelessly(msg, source, ctx);
         };
-        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
 
         if status < 200 {
             if tx.final_status.is_some() {
@@ -534,7 +652,8 @@ impl Router {
             if first_provisional {
                 tx.state = TxState::Proceeding;
                 if tx.is_invite() {
-                    self.timers.schedule(Instant::now() + TIMER_C, id, TimerKind::Ringing);
+                    self.timers
+                        .schedule(Instant::now() + TIMER_C, id, TimerKind::Ringing);
                 }
             }
             if status == 100 {
@@ -570,12 +689,24 @@ impl Router {
         let mut bindings = Vec::new();
         match &tx.register {
             Some(reg) if (200..300).contains(&status) => {
-                let granted = rewrite::restore_register_contacts(&msg, &mut rw, &self.local, &reg.contacts);
-                bindings = registration_changes(reg, &granted, msg.first_value(HeaderName::Contact).is_some());
+                let granted =
+                    rewrite::restore_register_contacts(&msg, &mut rw, &self.local, &reg.contacts);
+                bindings = registration_changes(
+                    reg,
+                    &granted,
+                    msg.first_value(HeaderName::Contact).is_some(),
+                );
             }
             Some(_) => {}
             None if status < 300 => {
-                rewrite::rewrite_dialog_contact(&msg, &mut rw, &self.local, tx.source.transport, &source, &self.key);
+                rewrite::rewrite_dialog_contact(
+                    &msg,
+                    &mut rw,
+                    &self.local,
+                    tx.source.transport,
+                    &source,
+                    &self.key,
+                );
             }
             None => {}
         }
@@ -609,17 +740,31 @@ impl Router {
 
     /// A response with our Via but no transaction (e.g. a 2xx retransmitted after ours
     /// ended): RFC 3261 16.11 says forward it by the next Via.
-    fn forward_response_statelessly(&mut self, msg: SipMessage, source: Source, ctx: &mut Context<Self>) {
-        let Some(next) = msg.values(HeaderName::Via).nth(1).and_then(|v| Via::parse(v).ok()) else {
+    fn forward_response_statelessly(
+        &mut self,
+        msg: SipMessage,
+        source: Source,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(next) = msg
+            .values(HeaderName::Via)
+            .nth(1)
+            .and_then(|v| Via::parse(v).ok())
+        else {
             return;
         };
-        let Some(transport) = next.transport else { return };
+        let Some(transport) = next.transport else {
+            return;
+        };
         let ip = next
             .received()
             .and_then(|r| r.parse().ok())
             .or_else(|| crate::sip::uri::host_ip(next.host));
         let Some(ip) = ip else {
-            debug!("stateless response to unresolved host {} dropped", next.host);
+            debug!(
+                "stateless response to unresolved host {} dropped",
+                next.host
+            );
             return;
         };
         let port = match next.rport() {
@@ -628,9 +773,18 @@ impl Router {
         };
         let mut rw = Rewrite::default();
         rewrite::remove_first_values(&msg, HeaderName::Via, 1, &mut rw);
-        if (200..300).contains(&msg.status().unwrap_or(0)) && msg.cseq().is_some_and(|(_, m)| m != "REGISTER") {
+        if (200..300).contains(&msg.status().unwrap_or(0))
+            && msg.cseq().is_some_and(|(_, m)| m != "REGISTER")
+        {
             // The caller's side transport is the next Via's.
-            rewrite::rewrite_dialog_contact(&msg, &mut rw, &self.local, transport, &source, &self.key);
+            rewrite::rewrite_dialog_contact(
+                &msg,
+                &mut rw,
+                &self.local,
+                transport,
+                &source,
+                &self.key,
+            );
         }
         let dest = Destination::Address {
             transport,
@@ -655,7 +809,9 @@ impl Router {
     }
 
     fn on_retransmit_timer(&mut self, id: TxId, ctx: &mut Context<Self>) {
-        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
         let keep_going = match tx.state {
             TxState::Calling => true,
             TxState::Proceeding => !tx.is_invite(),
@@ -664,28 +820,41 @@ impl Router {
         if !keep_going || tx.final_status.is_some() {
             return;
         }
-        let (Some(bytes), Some(dest)) = (tx.sent.clone(), tx.destination.clone()) else { return };
-        tx.retransmit_interval = if tx.state == TxState::Proceeding { T2 } else { tx.next_interval() };
+        let (Some(bytes), Some(dest)) = (tx.sent.clone(), tx.destination.clone()) else {
+            return;
+        };
+        tx.retransmit_interval = if tx.state == TxState::Proceeding {
+            T2
+        } else {
+            tx.next_interval()
+        };
         let next = tx.retransmit_interval;
         trace!("retransmitting {} to {dest}", tx.method);
         self.deliver(dest, bytes, None, ctx);
-        self.timers.schedule(Instant::now() + next, id, TimerKind::Retransmit);
+        self.timers
+            .schedule(Instant::now() + next, id, TimerKind::Retransmit);
     }
 
     /// Timer B/F: no (final) answer in 32 s.
     fn on_timeout(&mut self, id: TxId, ctx: &mut Context<Self>) {
         let Some(tx) = self.txs.get(&id) else { return };
         let gave_up = tx.final_status.is_none()
-            && (tx.state == TxState::Calling || (tx.state == TxState::Proceeding && !tx.is_invite()));
+            && (tx.state == TxState::Calling
+                || (tx.state == TxState::Proceeding && !tx.is_invite()));
         if gave_up {
-            info!("{} {} timed out at {:?}", tx.method, tx.hop.request_uri, tx.destination);
+            info!(
+                "{} {} timed out at {:?}",
+                tx.method, tx.hop.request_uri, tx.destination
+            );
             self.respond_locally(id, 408, "Request Timeout", ctx);
         }
     }
 
     /// Timer C: a ringing INVITE that never ends is cancelled downstream.
     fn on_timer_c(&mut self, id: TxId, ctx: &mut Context<Self>) {
-        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
         if tx.final_status.is_some() {
             return;
         }
@@ -699,20 +868,28 @@ impl Router {
 
     /// The final answer is out: keep the transaction a while to absorb retransmissions.
     fn complete(&mut self, id: TxId, _ctx: &mut Context<Self>) {
-        let Some(tx) = self.txs.get_mut(&id) else { return };
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
         tx.state = TxState::Completed;
         // A 2xx ends an INVITE for good (its retransmissions pass statelessly by Via, and our
         // 100 stopped the caller's INVITE retransmissions); otherwise Timer J/D: 32 s when a
         // UDP side may still retransmit.
-        let answered_2xx = tx.is_invite() && tx.final_status.is_some_and(|s| (200..300).contains(&s));
-        let all_streams = tx.source.transport.is_stream() && !tx.destination.as_ref().is_some_and(|d| d.transport() == Transport::Udp);
+        let answered_2xx =
+            tx.is_invite() && tx.final_status.is_some_and(|s| (200..300).contains(&s));
+        let all_streams = tx.source.transport.is_stream()
+            && !tx
+                .destination
+                .as_ref()
+                .is_some_and(|d| d.transport() == Transport::Udp);
         let linger = if answered_2xx || all_streams {
             LINGER_STREAM
         } else {
             LINGER_UDP
         };
         tx.shrink();
-        self.timers.schedule(Instant::now() + linger, id, TimerKind::Remove);
+        self.timers
+            .schedule(Instant::now() + linger, id, TimerKind::Remove);
     }
 
     fn remove(&mut self, id: TxId) {
@@ -778,7 +955,12 @@ impl Handler<Inbound> for Router {
 
     fn handle(&mut self, m: Inbound, ctx: &mut Context<Self>) {
         if log::log_enabled!(log::Level::Trace) {
-            trace!("from {} {}:\n{}", m.source.transport, m.source.remote, String::from_utf8_lossy(m.msg.raw()));
+            trace!(
+                "from {} {}:\n{}",
+                m.source.transport,
+                m.source.remote,
+                String::from_utf8_lossy(m.msg.raw())
+            );
         }
         if m.msg.is_request() {
             self.on_request(m.msg, m.source, ctx)
@@ -792,19 +974,26 @@ impl Handler<DeliveryFailed> for Router {
     type Result = ();
 
     fn handle(&mut self, m: DeliveryFailed, ctx: &mut Context<Self>) {
-        let Some(tx) = self.txs.get(&m.tx) else { return };
+        let Some(tx) = self.txs.get(&m.tx) else {
+            return;
+        };
         if tx.final_status.is_some() {
             return;
         }
         match m.error {
             DeliveryError::FlowGone => {
                 // The client's connection is gone: its binding is useless now.
-                if let Some(user) = SipUri::parse(&tx.hop.request_uri).ok().and_then(|u| u.user.map(String::from)) {
+                if let Some(user) = SipUri::parse(&tx.hop.request_uri)
+                    .ok()
+                    .and_then(|u| u.user.map(String::from))
+                {
                     self.peers.unbind_client.do_send(UnbindClient { user });
                 }
                 self.respond_locally(m.tx, 480, "Temporarily Unavailable", ctx)
             }
-            DeliveryError::Unreachable => self.respond_locally(m.tx, 503, "Service Unavailable", ctx),
+            DeliveryError::Unreachable => {
+                self.respond_locally(m.tx, 503, "Service Unavailable", ctx)
+            }
         }
     }
 }
@@ -814,7 +1003,10 @@ impl Handler<Drain> for Router {
 
     fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> usize {
         self.draining = true;
-        self.txs.values().filter(|tx| tx.final_status.is_none()).count()
+        self.txs
+            .values()
+            .filter(|tx| tx.final_status.is_none())
+            .count()
     }
 }
 
@@ -826,7 +1018,11 @@ impl Handler<CountTransactions> for Router {
         _: CountTransactions,
         _: &mut Context<Self>,
     ) -> MessageResult<CountTransactions> {
-        let in_flight = self.txs.values().filter(|tx| tx.final_status.is_none()).count();
+        let in_flight = self
+            .txs
+            .values()
+            .filter(|tx| tx.final_status.is_none())
+            .count();
         MessageResult((self.txs.len(), in_flight))
     }
 }

@@ -30,4 +30,3 @@ fn main() -> ExitCode {
         Ok(Command::Proxy(config)) => roundabout::run::proxy(*config),
     }
 }
-

@@ -281,7 +281,9 @@ pub fn decide(table: &ServerTable, target: &RouteTarget) -> Decision {
                         user: u.clone(),
                         fallback,
                     },
-                    _ => fallback.map(|b| *b).unwrap_or(Decision::Reject(Rejection::NoSuchUser)),
+                    _ => fallback
+                        .map(|b| *b)
+                        .unwrap_or(Decision::Reject(Rejection::NoSuchUser)),
                 };
             }
             if table.strict_host {
@@ -402,7 +404,16 @@ mod tests {
         match decide(&t, &host("203.0.113.5", None, Some("alice"))) {
             Decision::AskRegistrar {
                 fallback: Some(f), ..
-            } => assert!(matches!(*f, Decision::Forward { destination: Destination::Address { transport: Transport::Tcp, .. }, .. })),
+            } => assert!(matches!(
+                *f,
+                Decision::Forward {
+                    destination: Destination::Address {
+                        transport: Transport::Tcp,
+                        ..
+                    },
+                    ..
+                }
+            )),
             other => panic!("{other:?}"),
         }
         // Our IP on a port we do not listen on is someone else.
@@ -454,7 +465,10 @@ mod tests {
         };
         match decide(&table(true), &target) {
             Decision::Forward {
-                destination: Destination::Address { transport, addr, .. },
+                destination:
+                    Destination::Address {
+                        transport, addr, ..
+                    },
                 ..
             } => assert_eq!((transport, addr.port()), (Transport::Udp, 5099)),
             other => panic!("{other:?}"),

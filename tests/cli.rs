@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_roundabout");
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Process::new(BIN).args(args).output().expect("run roundabout");
+    let out = Process::new(BIN)
+        .args(args)
+        .output()
+        .expect("run roundabout");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -26,7 +29,15 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["-local-ip", "300.1.1.1"][..], "-local-ip"),
         (&["-strict-host=maybe"][..], "-strict-host"),
         (&["-default-network", "sctp"][..], "-default-network"),
-        (&["-trusted-server", "203.0.113.20::5060:tcp:", "-default-sip-server", "203.0.113.99"][..], "203.0.113.99"),
+        (
+            &[
+                "-trusted-server",
+                "203.0.113.20::5060:tcp:",
+                "-default-sip-server",
+                "203.0.113.99",
+            ][..],
+            "203.0.113.99",
+        ),
     ] {
         let (code, _, err) = run(args);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -39,22 +50,46 @@ fn help_and_version() {
     for h in ["-h", "-help", "--help"] {
         let (code, out, _) = run(&[h]);
         assert_eq!(code, 0);
-        for flag in ["-local-ip", "-trusted-server", "-strict-client", "-ack-ruri", "-csr-san", "-udp-port"] {
+        for flag in [
+            "-local-ip",
+            "-trusted-server",
+            "-strict-client",
+            "-ack-ruri",
+            "-csr-san",
+            "-udp-port",
+        ] {
             assert!(out.contains(flag), "{h}: {flag} missing in\n{out}");
         }
         assert!(out.contains("(default: 5060)"));
     }
     let (code, out, _) = run(&["-version"]);
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), format!("roundabout {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        out.trim(),
+        format!("roundabout {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 /// A malformed dataset is a warning naming the field; the good ones are used.
 #[test]
 fn malformed_dataset_is_warned_and_skipped() {
     let mut child = Process::new(BIN)
-        .args(["-udp-port", "0", "-tcp-port", "0", "-tls-port", "0", "-ws-port", "0", "-wss-port", "0"])
-        .args(["-trusted-server", "127.0.0.3::5060:tcp:,127.0.0.4::5060:sctp:"])
+        .args([
+            "-udp-port",
+            "0",
+            "-tcp-port",
+            "0",
+            "-tls-port",
+            "0",
+            "-ws-port",
+            "0",
+            "-wss-port",
+            "0",
+        ])
+        .args([
+            "-trusted-server",
+            "127.0.0.3::5060:tcp:,127.0.0.4::5060:sctp:",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -62,14 +97,24 @@ fn malformed_dataset_is_warned_and_skipped() {
     let banner = read_until(&mut child, "warning: without -strict-client");
     let _ = child.kill();
     let _ = child.wait();
-    assert!(banner.contains("trusted server 127.0.0.3:5060 over tcp"), "{banner}");
-    assert!(banner.contains("dataset 2 '127.0.0.4::5060:sctp:' skipped: field 4 (protocol)"), "{banner}");
+    assert!(
+        banner.contains("trusted server 127.0.0.3:5060 over tcp"),
+        "{banner}"
+    );
+    assert!(
+        banner.contains("dataset 2 '127.0.0.4::5060:sctp:' skipped: field 4 (protocol)"),
+        "{banner}"
+    );
 }
 
 /// With no flags at all it starts on loopback and says where it listens.
 #[test]
 fn no_flags_starts_on_loopback() {
-    let mut child = Process::new(BIN).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Process::new(BIN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let banner = read_until(&mut child, "warning: without -strict-client");
     let _ = child.kill();
     let _ = child.wait();
@@ -111,7 +156,11 @@ fn read_until(child: &mut std::process::Child, needle: &str) -> String {
 fn read_args_file(path: &std::path::Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut args = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         match line.split_once(' ') {
             Some((flag, value)) => {
                 args.push(flag.to_string());
@@ -133,8 +182,15 @@ fn config_examples_parse_with_the_real_parser() {
             Some("args") => read_args_file(&path),
             Some("default") => {
                 let text = std::fs::read_to_string(&path).unwrap();
-                let line = text.lines().find(|l| l.starts_with("ROUNDABOUT_ARGS=")).expect("ROUNDABOUT_ARGS");
-                line["ROUNDABOUT_ARGS=".len()..].trim_matches('"').split_whitespace().map(String::from).collect()
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with("ROUNDABOUT_ARGS="))
+                    .expect("ROUNDABOUT_ARGS");
+                line["ROUNDABOUT_ARGS=".len()..]
+                    .trim_matches('"')
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect()
             }
             _ => continue,
         };
@@ -145,7 +201,12 @@ fn config_examples_parse_with_the_real_parser() {
         };
         match Command::from_flags(*flags) {
             Ok(Command::Proxy(c)) => {
-                assert!(!c.warnings.iter().any(|w| w.contains("skipped")), "{}: {:?}", path.display(), c.warnings);
+                assert!(
+                    !c.warnings.iter().any(|w| w.contains("skipped")),
+                    "{}: {:?}",
+                    path.display(),
+                    c.warnings
+                );
                 assert!(!c.trusted_servers.is_empty(), "{}", path.display());
             }
             Ok(Command::Csr(req, _)) => assert!(req.common_name.is_some(), "{}", path.display()),

@@ -13,11 +13,24 @@ use std::time::Duration;
 fn roundabout(p: &Peers, extra: &[&str]) -> Proc {
     let port = p.proxy.port().to_string();
     let mut args = vec![
-        "-local-ip", "127.0.0.1", "-udp-port", &port, "-tcp-port", &port, "-tls-port", "0",
-        "-ws-port", "0", "-wss-port", "0",
+        "-local-ip",
+        "127.0.0.1",
+        "-udp-port",
+        &port,
+        "-tcp-port",
+        &port,
+        "-tls-port",
+        "0",
+        "-ws-port",
+        "0",
+        "-wss-port",
+        "0",
     ];
     args.extend_from_slice(extra);
-    p.roundabout(&args, &[(p.proxy, Transport::Udp), (p.proxy, Transport::Tcp)])
+    p.roundabout(
+        &args,
+        &[(p.proxy, Transport::Udp), (p.proxy, Transport::Tcp)],
+    )
 }
 
 fn trusted(addr: SocketAddr, t: Transport) -> String {
@@ -25,10 +38,20 @@ fn trusted(addr: SocketAddr, t: Transport) -> String {
 }
 
 /// A call from a caller on `caller_t` to a callee (trusted server) on `callee_t`.
-fn call(caller_t: Transport, callee_t: Transport, callee: &str, caller: &str, callee_args: &[&str], caller_args: &[&str]) {
+fn call(
+    caller_t: Transport,
+    callee_t: Transport,
+    callee: &str,
+    caller: &str,
+    callee_args: &[&str],
+    caller_args: &[&str],
+) {
     let p = Peers::new();
     let server = trusted(p.uas, callee_t);
-    let _rb = roundabout(&p, &["-strict-host", "-ack-ruri", "-trusted-server", &server]);
+    let _rb = roundabout(
+        &p,
+        &["-strict-host", "-ack-ruri", "-trusted-server", &server],
+    );
     let uas = p.sipp_server(callee, p.uas, callee_t, callee_args);
     let rsa = p.proxy.to_string();
     let args = [&["-s", "bob", "-rsa", &rsa][..], caller_args].concat();
@@ -40,21 +63,39 @@ fn call(caller_t: Transport, callee_t: Transport, callee: &str, caller: &str, ca
 
 #[test]
 fn call_udp_to_tcp_and_tcp_to_udp() {
-    for (a, b) in [(Transport::Udp, Transport::Tcp), (Transport::Tcp, Transport::Udp), (Transport::Udp, Transport::Udp)] {
+    for (a, b) in [
+        (Transport::Udp, Transport::Tcp),
+        (Transport::Tcp, Transport::Udp),
+        (Transport::Udp, Transport::Udp),
+    ] {
         call(a, b, "uas-call.xml", "uac-call.xml", &[], &[]);
     }
 }
 
 #[test]
 fn callee_hangs_up_through_the_route_set() {
-    for (a, b) in [(Transport::Udp, Transport::Tcp), (Transport::Tcp, Transport::Udp)] {
-        call(a, b, "uas-call-bye.xml", "uac-call-remote-bye.xml", &[], &[]);
+    for (a, b) in [
+        (Transport::Udp, Transport::Tcp),
+        (Transport::Tcp, Transport::Udp),
+    ] {
+        call(
+            a,
+            b,
+            "uas-call-bye.xml",
+            "uac-call-remote-bye.xml",
+            &[],
+            &[],
+        );
     }
 }
 
 #[test]
 fn cancel_before_answer() {
-    for (a, b) in [(Transport::Udp, Transport::Tcp), (Transport::Tcp, Transport::Udp), (Transport::Udp, Transport::Udp)] {
+    for (a, b) in [
+        (Transport::Udp, Transport::Tcp),
+        (Transport::Tcp, Transport::Udp),
+        (Transport::Udp, Transport::Udp),
+    ] {
         call(a, b, "uas-ring-forever.xml", "uac-cancel.xml", &[], &[]);
     }
 }
@@ -64,15 +105,32 @@ fn cancel_before_answer() {
 #[test]
 fn udp_retransmissions_are_absorbed() {
     for b in [Transport::Udp, Transport::Tcp] {
-        call(Transport::Udp, b, "uas-call.xml", "uac-udp-retrans.xml", &["-nr"], &["-nr"]);
+        call(
+            Transport::Udp,
+            b,
+            "uas-call.xml",
+            "uac-udp-retrans.xml",
+            &["-nr"],
+            &["-nr"],
+        );
     }
 }
 
 #[test]
 fn non_invite_requests_are_forwarded() {
-    for (a, b) in [(Transport::Udp, Transport::Tcp), (Transport::Tcp, Transport::Udp)] {
+    for (a, b) in [
+        (Transport::Udp, Transport::Tcp),
+        (Transport::Tcp, Transport::Udp),
+    ] {
         for scenario in ["uac-options.xml", "uac-message.xml"] {
-            call(a, b, "uas-answer.xml", scenario, &[], &["-key", "expected", "200"]);
+            call(
+                a,
+                b,
+                "uas-answer.xml",
+                scenario,
+                &[],
+                &["-key", "expected", "200"],
+            );
         }
     }
 }
@@ -86,8 +144,14 @@ fn strict_host_refuses_unknown_hosts() {
     let unknown: SocketAddr = "127.0.0.9:5099".parse().unwrap();
     let rsa = p.proxy.to_string();
     for t in [Transport::Udp, Transport::Tcp] {
-        p.sipp_client_run("uac-message.xml", unknown, p.uac, t, &["-s", "bob", "-rsa", &rsa, "-key", "expected", "403"])
-            .unwrap();
+        p.sipp_client_run(
+            "uac-message.xml",
+            unknown,
+            p.uac,
+            t,
+            &["-s", "bob", "-rsa", &rsa, "-key", "expected", "403"],
+        )
+        .unwrap();
     }
 }
 
@@ -97,8 +161,14 @@ fn strict_host_refuses_unknown_hosts() {
 fn unknown_user_gets_404() {
     let p = Peers::new();
     let _rb = roundabout(&p, &["-strict-host"]);
-    p.sipp_client_run("uac-message.xml", p.proxy, p.uac, Transport::Udp, &["-s", "nobody", "-key", "expected", "404"])
-        .unwrap();
+    p.sipp_client_run(
+        "uac-message.xml",
+        p.proxy,
+        p.uac,
+        Transport::Udp,
+        &["-s", "nobody", "-key", "expected", "404"],
+    )
+    .unwrap();
 }
 
 /// With -strict-client a REGISTER from outside the trusted client networks gets 403 and
@@ -110,20 +180,53 @@ fn strict_client_refuses_untrusted_register() {
     let registrar = trusted(p.kamailio, Transport::Udp);
     let _rb = roundabout(
         &p,
-        &["-strict-host", "-strict-client", "-trusted-client-ip", "127.0.0.3", "-trusted-client-mask", "32", "-trusted-server", &registrar],
+        &[
+            "-strict-host",
+            "-strict-client",
+            "-trusted-client-ip",
+            "127.0.0.3",
+            "-trusted-client-mask",
+            "32",
+            "-trusted-server",
+            &registrar,
+        ],
     );
     let rsa = p.proxy.to_string();
-    p.sipp_client_run("uac-register-refused.xml", p.kamailio, p.uac, Transport::Udp, &["-s", "alice", "-rsa", &rsa])
-        .unwrap();
+    p.sipp_client_run(
+        "uac-register-refused.xml",
+        p.kamailio,
+        p.uac,
+        Transport::Udp,
+        &["-s", "alice", "-rsa", &rsa],
+    )
+    .unwrap();
     assert!(
-        kamailio.wait_for_output("REGISTER", Duration::from_millis(500)).is_err(),
+        kamailio
+            .wait_for_output("REGISTER", Duration::from_millis(500))
+            .is_err(),
         "the refused REGISTER reached Kamailio:\n{}",
         kamailio.report()
     );
     // From the trusted address the same REGISTER goes through (401 challenge, then 200).
-    let auth = ["-s", "alice", "-ap", KAMAILIO_PASSWORD, "-key", "expires", "60", "-rsa", &rsa];
-    p.sipp_client_run("uac-register-auth.xml", p.kamailio, p.uas, Transport::Udp, &auth)
-        .unwrap();
+    let auth = [
+        "-s",
+        "alice",
+        "-ap",
+        KAMAILIO_PASSWORD,
+        "-key",
+        "expires",
+        "60",
+        "-rsa",
+        &rsa,
+    ];
+    p.sipp_client_run(
+        "uac-register-auth.xml",
+        p.kamailio,
+        p.uas,
+        Transport::Udp,
+        &auth,
+    )
+    .unwrap();
     kamailio_wait_registered(&mut kamailio, "alice");
 }
 
@@ -134,15 +237,38 @@ fn register_then_server_calls_client(client_t: Transport) {
     let p = Peers::new();
     let mut kamailio = p.kamailio_registrar(p.kamailio, &[]);
     let registrar = trusted(p.kamailio, Transport::Udp);
-    let _rb = roundabout(&p, &["-strict-host", "-ack-ruri", "-trusted-server", &registrar]);
+    let _rb = roundabout(
+        &p,
+        &["-strict-host", "-ack-ruri", "-trusted-server", &registrar],
+    );
     let rsa = p.proxy.to_string();
     let call_id = format!("reg-call-{}-%u", p.uas.port());
-    let client_args = ["-s", "bob", "-ap", KAMAILIO_PASSWORD, "-key", "expires", "3600", "-cid_str", &call_id, "-rsa", &rsa];
-    let client = p.sipp_client("uas-register-then-call.xml", p.kamailio, p.uas, client_t, &client_args);
+    let client_args = [
+        "-s",
+        "bob",
+        "-ap",
+        KAMAILIO_PASSWORD,
+        "-key",
+        "expires",
+        "3600",
+        "-cid_str",
+        &call_id,
+        "-rsa",
+        &rsa,
+    ];
+    let client = p.sipp_client(
+        "uas-register-then-call.xml",
+        p.kamailio,
+        p.uas,
+        client_t,
+        &client_args,
+    );
     kamailio_wait_registered(&mut kamailio, "bob");
     // Kamailio has Roundabout's address as bob's Contact, not the client's.
     assert!(
-        kamailio.output().contains(&format!("-> <sip:bob@127.0.0.1:{}", p.proxy.port())),
+        kamailio
+            .output()
+            .contains(&format!("-> <sip:bob@127.0.0.1:{}", p.proxy.port())),
         "registered Contact is not Roundabout's:\n{}",
         kamailio.report()
     );

@@ -13,11 +13,25 @@ use std::time::{Duration, Instant};
 fn roundabout(p: &Peers, extra: &[&str]) -> Proc {
     let port = p.proxy.port().to_string();
     let mut args = vec![
-        "-local-ip", "127.0.0.1", "-udp-port", &port, "-tcp-port", &port, "-tls-port", "0",
-        "-ws-port", "0", "-wss-port", "0", "-strict-host",
+        "-local-ip",
+        "127.0.0.1",
+        "-udp-port",
+        &port,
+        "-tcp-port",
+        &port,
+        "-tls-port",
+        "0",
+        "-ws-port",
+        "0",
+        "-wss-port",
+        "0",
+        "-strict-host",
     ];
     args.extend_from_slice(extra);
-    p.roundabout(&args, &[(p.proxy, Transport::Udp), (p.proxy, Transport::Tcp)])
+    p.roundabout(
+        &args,
+        &[(p.proxy, Transport::Udp), (p.proxy, Transport::Tcp)],
+    )
 }
 
 fn udp(addr: SocketAddr) -> UdpSocket {
@@ -45,7 +59,10 @@ struct Stream {
 
 impl Stream {
     fn connect(addr: SocketAddr) -> Stream {
-        Stream { s: TcpStream::connect(addr).unwrap(), buf: Vec::new() }
+        Stream {
+            s: TcpStream::connect(addr).unwrap(),
+            buf: Vec::new(),
+        }
     }
 
     fn local(&self) -> SocketAddr {
@@ -63,16 +80,25 @@ impl Stream {
         loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
-                let len = header(&head, "Content-Length").and_then(|v| v.parse().ok()).unwrap_or(0usize);
+                let len = header(&head, "Content-Length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0usize);
                 if self.buf.len() >= end + 4 + len {
                     let msg: Vec<u8> = self.buf.drain(..end + 4 + len).collect();
                     return String::from_utf8_lossy(&msg).into_owned();
                 }
             }
-            let left = deadline.checked_duration_since(Instant::now()).unwrap_or_else(|| {
-                panic!("no whole message within {t:?}: {:?}", String::from_utf8_lossy(&self.buf))
-            });
-            self.s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no whole message within {t:?}: {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    )
+                });
+            self.s
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
             let n = self.s.read(&mut chunk).expect("stream read");
             assert!(n > 0, "connection closed");
             self.buf.extend_from_slice(&chunk[..n]);
@@ -98,11 +124,22 @@ fn headers<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 fn status(msg: &str) -> u16 {
-    msg.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    msg.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A request from `from` (Via sent-by) with the usual headers, `extra` lines and `body`.
-fn request(method: &str, ruri: &str, t: &str, from: SocketAddr, branch: &str, extra: &str, body: &str) -> String {
+fn request(
+    method: &str,
+    ruri: &str,
+    t: &str,
+    from: SocketAddr,
+    branch: &str,
+    extra: &str,
+    body: &str,
+) -> String {
     format!(
         "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{t} {from};branch=z9hG4bK{branch};rport\r\nMax-Forwards: 70\r\n\
          From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\nCall-ID: {branch}@test\r\n\
@@ -119,7 +156,11 @@ fn response(req: &str, code: u16, reason: &str) -> String {
     }
     for h in ["From", "To", "Call-ID", "CSeq"] {
         let v = header(req, h).unwrap();
-        let tag = if h == "To" && !v.contains("tag=") { ";tag=srv" } else { "" };
+        let tag = if h == "To" && !v.contains("tag=") {
+            ";tag=srv"
+        } else {
+            ""
+        };
         out.push_str(&format!("{h}: {v}{tag}\r\n"));
     }
     out.push_str("Content-Length: 0\r\n\r\n");
@@ -134,7 +175,12 @@ fn unreachable_next_hop_gets_503() {
     let _rb = roundabout(&p, &["-trusted-server", &server]);
     let client = udp(p.uac);
     let ruri = format!("sip:bob@{}", p.uas);
-    client.send_to(request("MESSAGE", &ruri, "UDP", p.uac, "u503", "", "hi").as_bytes(), p.proxy).unwrap();
+    client
+        .send_to(
+            request("MESSAGE", &ruri, "UDP", p.uac, "u503", "", "hi").as_bytes(),
+            p.proxy,
+        )
+        .unwrap();
     let (answer, _) = recv(&client);
     assert_eq!(status(&answer), 503, "{answer}");
 }
@@ -151,28 +197,59 @@ fn large_request_from_tcp_leaves_on_udp_whole() {
     let body: String = (0..5000).map(|i| (b'a' + (i % 26) as u8) as char).collect();
     let ruri = format!("sip:bob@{}", p.uas);
     let local = client.local();
-    client.send(&request("INVITE", &ruri, "TCP", local, "big", "Content-Type: application/sdp\r\n", &body));
+    client.send(&request(
+        "INVITE",
+        &ruri,
+        "TCP",
+        local,
+        "big",
+        "Content-Type: application/sdp\r\n",
+        &body,
+    ));
 
     let trying = client.read(Duration::from_secs(5));
     assert_eq!(status(&trying), 100, "{trying}");
     let (fwd, _) = recv(&srv);
-    assert!(fwd.ends_with(&format!("\r\n\r\n{body}")), "body changed or cut");
+    assert!(
+        fwd.ends_with(&format!("\r\n\r\n{body}")),
+        "body changed or cut"
+    );
     assert_eq!(header(&fwd, "Content-Length"), Some("5000"));
     let vias = headers(&fwd, "Via");
-    assert!(vias[0].starts_with(&format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK", p.proxy.port())), "{fwd}");
-    assert!(vias[1].contains(&format!("rport={};received=127.0.0.1", local.port())), "{fwd}");
+    assert!(
+        vias[0].starts_with(&format!(
+            "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK",
+            p.proxy.port()
+        )),
+        "{fwd}"
+    );
+    assert!(
+        vias[1].contains(&format!("rport={};received=127.0.0.1", local.port())),
+        "{fwd}"
+    );
     let rr = headers(&fwd, "Record-Route");
     assert_eq!(rr.len(), 2, "{fwd}");
     assert_eq!(rr[0], format!("<sip:127.0.0.1:{};lr>", p.proxy.port()));
-    assert_eq!(rr[1], format!("<sip:127.0.0.1:{};transport=tcp;lr>", p.proxy.port()));
+    assert_eq!(
+        rr[1],
+        format!("<sip:127.0.0.1:{};transport=tcp;lr>", p.proxy.port())
+    );
     assert_eq!(header(&fwd, "Max-Forwards"), Some("69"));
     let contact = header(&fwd, "Contact").unwrap();
-    assert!(contact.starts_with(&format!("<sip:alice@127.0.0.1:{};rbt=tcp~", p.proxy.port())), "{contact}");
+    assert!(
+        contact.starts_with(&format!("<sip:alice@127.0.0.1:{};rbt=tcp~", p.proxy.port())),
+        "{contact}"
+    );
 
-    srv.send_to(response(&fwd, 486, "Busy Here").as_bytes(), p.proxy).unwrap();
+    srv.send_to(response(&fwd, 486, "Busy Here").as_bytes(), p.proxy)
+        .unwrap();
     let busy = client.read(Duration::from_secs(5));
     assert_eq!(status(&busy), 486, "{busy}");
-    assert_eq!(headers(&busy, "Via").len(), 1, "only the client's own Via comes back: {busy}");
+    assert_eq!(
+        headers(&busy, "Via").len(),
+        1,
+        "only the client's own Via comes back: {busy}"
+    );
     // Roundabout ACKs the non-2xx itself, hop by hop, with the INVITE's branch.
     let (ack, _) = recv(&srv);
     assert!(ack.starts_with("ACK "), "{ack}");
@@ -196,16 +273,30 @@ fn unknown_method_compact_and_folded_headers_pass_untouched() {
     );
     client.send_to(msg.as_bytes(), p.proxy).unwrap();
     let (fwd, _) = recv(&srv);
-    assert!(fwd.starts_with(&format!("FOO sip:bob@{} SIP/2.0\r\n", p.uas)), "{fwd}");
-    for line in ["X-Odd:   spaced  value \r\n", "Subject: folded\r\n  continued\r\n", "i: foo-1@test\r\n", "l: 3\r\n"] {
+    assert!(
+        fwd.starts_with(&format!("FOO sip:bob@{} SIP/2.0\r\n", p.uas)),
+        "{fwd}"
+    );
+    for line in [
+        "X-Odd:   spaced  value \r\n",
+        "Subject: folded\r\n  continued\r\n",
+        "i: foo-1@test\r\n",
+        "l: 3\r\n",
+    ] {
         assert!(fwd.contains(line), "'{line}' changed:\n{fwd}");
     }
     assert!(fwd.ends_with("\r\n\r\nabc"));
-    assert!(fwd.contains("Max-Forwards: 70\r\n"), "added when missing: {fwd}");
+    assert!(
+        fwd.contains("Max-Forwards: 70\r\n"),
+        "added when missing: {fwd}"
+    );
     let full_names = [("v", "Via"), ("f", "From"), ("t", "To"), ("i", "Call-ID")]
         .iter()
-        .fold(fwd.clone(), |m, (short, long)| m.replace(&format!("\r\n{short}:"), &format!("\r\n{long}:")));
-    srv.send_to(response(&full_names, 200, "OK").as_bytes(), p.proxy).unwrap();
+        .fold(fwd.clone(), |m, (short, long)| {
+            m.replace(&format!("\r\n{short}:"), &format!("\r\n{long}:"))
+        });
+    srv.send_to(response(&full_names, 200, "OK").as_bytes(), p.proxy)
+        .unwrap();
     let (ok, _) = recv(&client);
     assert_eq!(status(&ok), 200, "{ok}");
 }
@@ -215,7 +306,8 @@ fn malformed_requests_get_400_with_the_reason() {
     let p = Peers::new();
     let _rb = roundabout(&p, &[]);
     let client = udp(p.uac);
-    let no_cseq = request("MESSAGE", "sip:bob@127.0.0.9", "UDP", p.uac, "bad1", "", "").replace("CSeq: 1 MESSAGE\r\n", "");
+    let no_cseq = request("MESSAGE", "sip:bob@127.0.0.9", "UDP", p.uac, "bad1", "", "")
+        .replace("CSeq: 1 MESSAGE\r\n", "");
     client.send_to(no_cseq.as_bytes(), p.proxy).unwrap();
     let (answer, _) = recv(&client);
     assert_eq!(status(&answer), 400, "{answer}");
@@ -225,7 +317,11 @@ fn malformed_requests_get_400_with_the_reason() {
     let ping = format!("OPTIONS sip:{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKping\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:{}>\r\nCall-ID: ping@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", p.proxy, p.uac, p.proxy);
     client.send_to(ping.as_bytes(), p.proxy).unwrap();
     let (answer, _) = recv(&client);
-    assert_eq!(status(&answer), 200, "OPTIONS to Roundabout itself: {answer}");
+    assert_eq!(
+        status(&answer),
+        200,
+        "OPTIONS to Roundabout itself: {answer}"
+    );
 }
 
 #[test]
@@ -235,7 +331,8 @@ fn max_forwards_zero_gets_483_and_loops_get_482() {
     let _rb = roundabout(&p, &["-trusted-server", &server]);
     let client = udp(p.uac);
     let ruri = format!("sip:bob@{}", p.uas);
-    let dead = request("MESSAGE", &ruri, "UDP", p.uac, "mf0", "", "").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let dead = request("MESSAGE", &ruri, "UDP", p.uac, "mf0", "", "")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
     client.send_to(dead.as_bytes(), p.proxy).unwrap();
     let (answer, _) = recv(&client);
     assert_eq!(status(&answer), 483, "{answer}");
@@ -243,9 +340,18 @@ fn max_forwards_zero_gets_483_and_loops_get_482() {
     // The "server" sends the forwarded request straight back: Roundabout sees its own Via
     // with the same request and answers 482 to it.
     let srv = udp(p.uas);
-    client.send_to(request("MESSAGE", &ruri, "UDP", p.uac, "loop", "", "x").as_bytes(), p.proxy).unwrap();
+    client
+        .send_to(
+            request("MESSAGE", &ruri, "UDP", p.uac, "loop", "", "x").as_bytes(),
+            p.proxy,
+        )
+        .unwrap();
     let (fwd, _) = recv(&srv);
-    let looped = fwd.replacen("Via: ", &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKsrv1\r\nVia: ", p.uas), 1);
+    let looped = fwd.replacen(
+        "Via: ",
+        &format!("Via: SIP/2.0/UDP {};branch=z9hG4bKsrv1\r\nVia: ", p.uas),
+        1,
+    );
     srv.send_to(looped.as_bytes(), p.proxy).unwrap();
     let (answer, _) = recv(&srv);
     assert_eq!(status(&answer), 482, "{answer}");
@@ -260,11 +366,25 @@ fn ack_without_route_follows_the_to_host() {
     let _rb = roundabout(&p, &["-trusted-server", &server]);
     let srv = udp(p.uas);
     let client = udp(p.uac);
-    let ack = request("ACK", "sip:bob@127.0.0.9:5099", "UDP", p.uac, "ack1", "", "")
-        .replace("To: <sip:bob@example.com>", &format!("To: <sip:bob@{}>;tag=9", p.uas));
+    let ack = request(
+        "ACK",
+        "sip:bob@127.0.0.9:5099",
+        "UDP",
+        p.uac,
+        "ack1",
+        "",
+        "",
+    )
+    .replace(
+        "To: <sip:bob@example.com>",
+        &format!("To: <sip:bob@{}>;tag=9", p.uas),
+    );
     client.send_to(ack.as_bytes(), p.proxy).unwrap();
     let (fwd, _) = recv(&srv);
-    assert!(fwd.starts_with("ACK sip:bob@127.0.0.9:5099 SIP/2.0"), "{fwd}");
+    assert!(
+        fwd.starts_with("ACK sip:bob@127.0.0.9:5099 SIP/2.0"),
+        "{fwd}"
+    );
 }
 
 /// A UDP next hop that never answers: Roundabout retransmits (Timer A doubling for INVITE,
@@ -320,47 +440,95 @@ fn client_cache_binds_on_2xx_and_unbinds() {
     let srv = udp(p.uas);
     let client = udp(p.uac);
     let ruri = format!("sip:{}", p.uas);
-    let contact = format!("<sip:carol@{};ob>;+sip.instance=\"<urn:uuid:1>\";reg-id=1", p.uac);
+    let contact = format!(
+        "<sip:carol@{};ob>;+sip.instance=\"<urn:uuid:1>\";reg-id=1",
+        p.uac
+    );
     let register = |branch: &str, expires: u32| {
-        request("REGISTER", &ruri, "UDP", p.uac, branch, &format!("Expires: {expires}\r\n"), "")
-            .replace(&format!("Contact: <sip:alice@{}>", p.uac), &format!("Contact: {contact}"))
+        request(
+            "REGISTER",
+            &ruri,
+            "UDP",
+            p.uac,
+            branch,
+            &format!("Expires: {expires}\r\n"),
+            "",
+        )
+        .replace(
+            &format!("Contact: <sip:alice@{}>", p.uac),
+            &format!("Contact: {contact}"),
+        )
     };
     let message_for_carol = |branch: &str| {
-        request("MESSAGE", &format!("sip:carol@{}", p.proxy), "UDP", p.uas, branch, "", "hello")
+        request(
+            "MESSAGE",
+            &format!("sip:carol@{}", p.proxy),
+            "UDP",
+            p.uas,
+            branch,
+            "",
+            "hello",
+        )
     };
 
     // 1. Challenged: nothing is bound.
-    client.send_to(register("r1", 60).as_bytes(), p.proxy).unwrap();
+    client
+        .send_to(register("r1", 60).as_bytes(), p.proxy)
+        .unwrap();
     let (fwd, _) = recv(&srv);
-    srv.send_to(response(&fwd, 401, "Unauthorized").as_bytes(), p.proxy).unwrap();
+    srv.send_to(response(&fwd, 401, "Unauthorized").as_bytes(), p.proxy)
+        .unwrap();
     assert_eq!(status(&recv(&client).0), 401);
-    srv.send_to(message_for_carol("m1").as_bytes(), p.proxy).unwrap();
+    srv.send_to(message_for_carol("m1").as_bytes(), p.proxy)
+        .unwrap();
     assert_eq!(status(&recv(&srv).0), 404, "a 401 must not bind carol");
 
     // 2. Accepted: the registrar sees Roundabout's Contact, the client gets its own back.
-    client.send_to(register("r2", 60).as_bytes(), p.proxy).unwrap();
+    client
+        .send_to(register("r2", 60).as_bytes(), p.proxy)
+        .unwrap();
     let (fwd, _) = recv(&srv);
     let ours = header(&fwd, "Contact").unwrap().to_string();
-    assert!(ours.starts_with(&format!("<sip:carol@127.0.0.1:{}>", p.proxy.port())), "{ours}");
-    let ok = response(&fwd, 200, "OK").replace("Content-Length: 0", &format!("Contact: {ours};expires=45\r\nContent-Length: 0"));
+    assert!(
+        ours.starts_with(&format!("<sip:carol@127.0.0.1:{}>", p.proxy.port())),
+        "{ours}"
+    );
+    let ok = response(&fwd, 200, "OK").replace(
+        "Content-Length: 0",
+        &format!("Contact: {ours};expires=45\r\nContent-Length: 0"),
+    );
     srv.send_to(ok.as_bytes(), p.proxy).unwrap();
     let (ok, _) = recv(&client);
     assert_eq!(status(&ok), 200);
-    assert_eq!(header(&ok, "Contact"), Some(format!("{contact};expires=45").as_str()), "{ok}");
+    assert_eq!(
+        header(&ok, "Contact"),
+        Some(format!("{contact};expires=45").as_str()),
+        "{ok}"
+    );
 
     // 3. The server reaches carol by user, with her Contact as Request-URI.
-    srv.send_to(message_for_carol("m2").as_bytes(), p.proxy).unwrap();
+    srv.send_to(message_for_carol("m2").as_bytes(), p.proxy)
+        .unwrap();
     let (delivered, _) = recv(&client);
-    assert!(delivered.starts_with(&format!("MESSAGE sip:carol@{};ob SIP/2.0", p.uac)), "{delivered}");
-    client.send_to(response(&delivered, 200, "OK").as_bytes(), p.proxy).unwrap();
+    assert!(
+        delivered.starts_with(&format!("MESSAGE sip:carol@{};ob SIP/2.0", p.uac)),
+        "{delivered}"
+    );
+    client
+        .send_to(response(&delivered, 200, "OK").as_bytes(), p.proxy)
+        .unwrap();
     assert_eq!(status(&recv(&srv).0), 200);
 
     // 4. Expires: 0 unbinds.
-    client.send_to(register("r3", 0).as_bytes(), p.proxy).unwrap();
+    client
+        .send_to(register("r3", 0).as_bytes(), p.proxy)
+        .unwrap();
     let (fwd, _) = recv(&srv);
-    srv.send_to(response(&fwd, 200, "OK").as_bytes(), p.proxy).unwrap();
+    srv.send_to(response(&fwd, 200, "OK").as_bytes(), p.proxy)
+        .unwrap();
     assert_eq!(status(&recv(&client).0), 200);
-    srv.send_to(message_for_carol("m3").as_bytes(), p.proxy).unwrap();
+    srv.send_to(message_for_carol("m3").as_bytes(), p.proxy)
+        .unwrap();
     assert_eq!(status(&recv(&srv).0), 404, "carol unregistered");
 
     // 5. Over TCP: bound to the connection, gone with it.
@@ -370,15 +538,28 @@ fn client_cache_binds_on_2xx_and_unbinds() {
         .replace("Contact: <sip:alice@", "Contact: <sip:dave@");
     tcp.send(&reg);
     let (fwd, _) = recv(&srv);
-    srv.send_to(response(&fwd, 200, "OK").as_bytes(), p.proxy).unwrap();
+    srv.send_to(response(&fwd, 200, "OK").as_bytes(), p.proxy)
+        .unwrap();
     assert_eq!(status(&tcp.read(Duration::from_secs(5))), 200);
-    let for_dave = request("MESSAGE", &format!("sip:dave@{}", p.proxy), "UDP", p.uas, "m4", "", "hi");
+    let for_dave = request(
+        "MESSAGE",
+        &format!("sip:dave@{}", p.proxy),
+        "UDP",
+        p.uas,
+        "m4",
+        "",
+        "hi",
+    );
     srv.send_to(for_dave.as_bytes(), p.proxy).unwrap();
     let delivered = tcp.read(Duration::from_secs(5));
     assert!(delivered.starts_with("MESSAGE sip:dave@"), "{delivered}");
     drop(tcp);
     std::thread::sleep(Duration::from_millis(300));
-    srv.send_to(for_dave.replace("z9hG4bKm4", "z9hG4bKm5").as_bytes(), p.proxy).unwrap();
+    srv.send_to(
+        for_dave.replace("z9hG4bKm4", "z9hG4bKm5").as_bytes(),
+        p.proxy,
+    )
+    .unwrap();
     let (gone, _) = recv(&srv);
     assert!(matches!(status(&gone), 404 | 480), "{gone}");
 }
@@ -392,17 +573,37 @@ fn sigterm_drains_transactions_in_flight_then_exits_0() {
     let srv = udp(p.uas);
     let client = udp(p.uac);
     let ruri = format!("sip:bob@{}", p.uas);
-    client.send_to(request("MESSAGE", &ruri, "UDP", p.uac, "d1", "", "first").as_bytes(), p.proxy).unwrap();
+    client
+        .send_to(
+            request("MESSAGE", &ruri, "UDP", p.uac, "d1", "", "first").as_bytes(),
+            p.proxy,
+        )
+        .unwrap();
     let (fwd, _) = recv(&srv);
-    let killed = std::process::Command::new("kill").args(["-TERM", &rb.pid().to_string()]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &rb.pid().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     std::thread::sleep(Duration::from_millis(300));
-    client.send_to(request("MESSAGE", &ruri, "UDP", p.uac, "d2", "", "second").as_bytes(), p.proxy).unwrap();
+    client
+        .send_to(
+            request("MESSAGE", &ruri, "UDP", p.uac, "d2", "", "second").as_bytes(),
+            p.proxy,
+        )
+        .unwrap();
     let (refused, _) = recv(&client);
     assert_eq!(status(&refused), 503, "{refused}");
-    srv.send_to(response(&fwd, 200, "OK").as_bytes(), p.proxy).unwrap();
+    srv.send_to(response(&fwd, 200, "OK").as_bytes(), p.proxy)
+        .unwrap();
     let (ok, _) = recv(&client);
-    assert_eq!(status(&ok), 200, "the transaction in flight must finish: {ok}");
-    let exit = rb.wait_timeout(Duration::from_secs(8)).expect("roundabout did not exit after SIGTERM");
+    assert_eq!(
+        status(&ok),
+        200,
+        "the transaction in flight must finish: {ok}"
+    );
+    let exit = rb
+        .wait_timeout(Duration::from_secs(8))
+        .expect("roundabout did not exit after SIGTERM");
     assert_eq!(exit.code(), Some(0), "{}", rb.report());
 }

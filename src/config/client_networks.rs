@@ -14,20 +14,29 @@ pub fn parse_client_networks(value: &str, default_mask: u8) -> Result<Vec<IpCidr
             let (addr, len) = match entry.split_once('/') {
                 Some((a, l)) => (
                     a,
-                    l.parse::<u8>()
-                        .map_err(|_| format!("-trusted-client-ip '{entry}': bad prefix length '{l}'"))?,
+                    l.parse::<u8>().map_err(|_| {
+                        format!("-trusted-client-ip '{entry}': bad prefix length '{l}'")
+                    })?,
                 ),
                 None => (entry, default_mask),
             };
-            let ip: IpAddr = addr
-                .parse()
-                .map_err(|_| format!("-trusted-client-ip '{entry}': '{addr}' is not an IP address"))?;
+            let ip: IpAddr = addr.parse().map_err(|_| {
+                format!("-trusted-client-ip '{entry}': '{addr}' is not an IP address")
+            })?;
             // An IPv6 entry without its own prefix keeps its full length unless the mask
             // was meant for it; a /24 default would be meaningless for IPv6.
-            let len = if ip.is_ipv6() && !entry.contains('/') && len <= 32 { 128 } else { len };
+            let len = if ip.is_ipv6() && !entry.contains('/') && len <= 32 {
+                128
+            } else {
+                len
+            };
             IpInet::new(ip, len)
                 .map(|inet| inet.network())
-                .map_err(|_| format!("-trusted-client-ip '{entry}': prefix /{len} is too long for this address"))
+                .map_err(|_| {
+                    format!(
+                        "-trusted-client-ip '{entry}': prefix /{len} is too long for this address"
+                    )
+                })
         })
         .collect()
 }

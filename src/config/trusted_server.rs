@@ -89,7 +89,9 @@ pub fn parse_dataset(s: &str) -> Result<TrustedServer, DatasetError> {
         return Err(DatasetError::Whitespace);
     }
     let (ip_str, rest) = if let Some(inner) = s.strip_prefix('[') {
-        let end = inner.find(']').ok_or_else(|| DatasetError::BadIp(s.to_string()))?;
+        let end = inner
+            .find(']')
+            .ok_or_else(|| DatasetError::BadIp(s.to_string()))?;
         let rest = inner[end + 1..]
             .strip_prefix(':')
             .ok_or(DatasetError::FieldCount(1))?;
@@ -164,7 +166,9 @@ fn is_hostname(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -204,15 +208,33 @@ mod tests {
     fn each_error_names_its_field() {
         use DatasetError::*;
         assert_eq!(parse_dataset("203.0.113.20::5060:tcp"), Err(FieldCount(4)));
-        assert_eq!(parse_dataset("203.0.113.20::5060:tcp::"), Err(FieldCount(6)));
+        assert_eq!(
+            parse_dataset("203.0.113.20::5060:tcp::"),
+            Err(FieldCount(6))
+        );
         assert_eq!(parse_dataset("203.0.113.20"), Err(FieldCount(1)));
-        assert_eq!(parse_dataset("203.0.113.300::5060:tcp:"), Err(BadIp("203.0.113.300".into())));
+        assert_eq!(
+            parse_dataset("203.0.113.300::5060:tcp:"),
+            Err(BadIp("203.0.113.300".into()))
+        );
         assert_eq!(parse_dataset("::5060:tcp:"), Err(BadIp("".into())));
-        assert_eq!(parse_dataset("1.2.3.4:a..b:5060:tcp:"), Err(BadFqdn("a..b".into())));
+        assert_eq!(
+            parse_dataset("1.2.3.4:a..b:5060:tcp:"),
+            Err(BadFqdn("a..b".into()))
+        );
         assert_eq!(parse_dataset("1.2.3.4::0:tcp:"), Err(BadPort("0".into())));
-        assert_eq!(parse_dataset("1.2.3.4::70000:tcp:"), Err(BadPort("70000".into())));
-        assert_eq!(parse_dataset("1.2.3.4::5060:sctp:"), Err(BadProtocol("sctp".into())));
-        assert_eq!(parse_dataset("1.2.3.4::5060::"), Err(BadProtocol("".into())));
+        assert_eq!(
+            parse_dataset("1.2.3.4::70000:tcp:"),
+            Err(BadPort("70000".into()))
+        );
+        assert_eq!(
+            parse_dataset("1.2.3.4::5060:sctp:"),
+            Err(BadProtocol("sctp".into()))
+        );
+        assert_eq!(
+            parse_dataset("1.2.3.4::5060::"),
+            Err(BadProtocol("".into()))
+        );
         assert_eq!(parse_dataset("1.2.3.4:: 5060:tcp:"), Err(Whitespace));
     }
 

@@ -112,14 +112,21 @@ mod tests {
         assert_ne!(b, gen.next(&first));
         let ours = format!("Via: SIP/2.0/UDP 127.0.0.1:5060;branch={b}\r\n");
         assert!(is_loop(&req("sip:b@y", &ours), &local));
-        assert!(!is_loop(&req("sip:b@z", &ours), &local), "retargeted: a spiral");
+        assert!(
+            !is_loop(&req("sip:b@z", &ours), &local),
+            "retargeted: a spiral"
+        );
         assert!(!is_loop(&first, &local));
         // In-dialog through a Record-Routing server: same Request-URI, fewer Routes.
         let routed = format!("Route: <sip:127.0.0.4;lr>, <sip:127.0.0.1;lr>\r\n");
         let first_pass = req("sip:b@y", &routed);
         let b2 = gen.next(&first_pass);
-        let back = format!("Via: SIP/2.0/UDP 127.0.0.1:5060;branch={b2}\r\nRoute: <sip:127.0.0.1;lr>\r\n");
-        assert!(!is_loop(&req("sip:b@y", &back), &local), "a spiral through a server");
+        let back =
+            format!("Via: SIP/2.0/UDP 127.0.0.1:5060;branch={b2}\r\nRoute: <sip:127.0.0.1;lr>\r\n");
+        assert!(
+            !is_loop(&req("sip:b@y", &back), &local),
+            "a spiral through a server"
+        );
         let elsewhere = format!("Via: SIP/2.0/UDP 127.0.0.9:5060;branch={b}\r\n");
         assert!(!is_loop(&req("sip:b@y", &elsewhere), &local));
     }

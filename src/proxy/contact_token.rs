@@ -111,7 +111,13 @@ mod tests {
         let back = key.decode(&tok).unwrap();
         assert_eq!(back.source, src());
         assert_eq!(back.original_uri, uri);
-        assert!(matches!(back.destination(), Destination::Flow { flow: FlowId(42), .. }));
+        assert!(matches!(
+            back.destination(),
+            Destination::Flow {
+                flow: FlowId(42),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -121,7 +121,12 @@ pub fn via_with_received(via_value: &str, source: &Source) -> Option<String> {
     let head_len = via_value.len() - via.params.len();
     let mut out = String::with_capacity(via_value.len() + 40);
     out.push_str(via_value[..head_len].trim_end());
-    for p in via.params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+    for p in via
+        .params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let name = p.split('=').next().unwrap_or("").trim();
         if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
             continue;
@@ -165,7 +170,10 @@ pub fn remove_first_values(msg: &SipMessage, name: HeaderName, mut n: usize, rw:
 
 /// How many Route values on top point at Roundabout (two after double Record-Route), and
 /// the first one that does not.
-pub fn our_routes_on_top<'m>(msg: &'m SipMessage, local: &ProxyAddress) -> (usize, Option<&'m str>) {
+pub fn our_routes_on_top<'m>(
+    msg: &'m SipMessage,
+    local: &ProxyAddress,
+) -> (usize, Option<&'m str>) {
     let mut count = 0;
     for value in msg.values(HeaderName::Route) {
         let is_ours = NameAddr::parse(value)
@@ -293,7 +301,9 @@ pub fn restore_register_contacts(
         if !local.is_us(uri) {
             return None;
         }
-        let reg = registered.iter().find(|r| Some(r.user.as_str()) == uri.user)?;
+        let reg = registered
+            .iter()
+            .find(|r| Some(r.user.as_str()) == uri.user)?;
         let expires = na
             .param("expires")
             .flatten()
@@ -317,7 +327,12 @@ fn with_param(na: &NameAddr<'_>, name: &str, value: &str) -> String {
         format!("<{}>", na.uri_str())
     };
     let mut out = uri_part;
-    for p in na.params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+    for p in na
+        .params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let n = p.split('=').next().unwrap_or("").trim();
         if !n.eq_ignore_ascii_case(name) {
             out.push(';');
@@ -331,7 +346,14 @@ fn with_param(na: &NameAddr<'_>, name: &str, value: &str) -> String {
 /// The expiry a REGISTER asks for: the Contact's parameter, else the Expires header.
 pub fn requested_expires(msg: &SipMessage) -> Option<u32> {
     msg.values(HeaderName::Contact)
-        .find_map(|v| NameAddr::parse(v).ok()?.param("expires").flatten()?.parse().ok())
+        .find_map(|v| {
+            NameAddr::parse(v)
+                .ok()?
+                .param("expires")
+                .flatten()?
+                .parse()
+                .ok()
+        })
         .or_else(|| msg.first_value(HeaderName::Expires)?.parse().ok())
 }
 
@@ -395,14 +417,32 @@ mod tests {
     #[test]
     fn own_addresses() {
         let l = local();
-        assert_eq!(l.via(Transport::Tcp, "z9hG4bKx"), "SIP/2.0/TCP 203.0.113.5:5060;branch=z9hG4bKx");
-        assert_eq!(l.record_route(Transport::Ws), "<sip:203.0.113.5:8080;transport=ws;lr>");
+        assert_eq!(
+            l.via(Transport::Tcp, "z9hG4bKx"),
+            "SIP/2.0/TCP 203.0.113.5:5060;branch=z9hG4bKx"
+        );
+        assert_eq!(
+            l.record_route(Transport::Ws),
+            "<sip:203.0.113.5:8080;transport=ws;lr>"
+        );
         assert_eq!(l.record_route(Transport::Udp), "<sip:203.0.113.5:5060;lr>");
-        assert_eq!(l.record_route(Transport::Wss), "<sip:proxya.example.com:443;transport=ws;lr>");
-        assert_eq!(l.record_route(Transport::Tls), "<sip:proxya.example.com:5061;transport=tls;lr>");
-        assert_eq!(l.contact_uri(Transport::Tls, Some("bob"), ""), "sip:bob@203.0.113.5:5061;transport=tls");
+        assert_eq!(
+            l.record_route(Transport::Wss),
+            "<sip:proxya.example.com:443;transport=ws;lr>"
+        );
+        assert_eq!(
+            l.record_route(Transport::Tls),
+            "<sip:proxya.example.com:5061;transport=tls;lr>"
+        );
+        assert_eq!(
+            l.contact_uri(Transport::Tls, Some("bob"), ""),
+            "sip:bob@203.0.113.5:5061;transport=tls"
+        );
         let fq = ProxyAddress::new(l.identity.clone(), true);
-        assert_eq!(fq.contact_uri(Transport::Udp, None, ""), "sip:proxya.example.com:5060");
+        assert_eq!(
+            fq.contact_uri(Transport::Udp, None, ""),
+            "sip:proxya.example.com:5060"
+        );
     }
 
     #[test]
@@ -416,11 +456,16 @@ mod tests {
             via_with_received("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", &s).unwrap(),
             "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;received=192.0.2.35"
         );
-        assert_eq!(via_with_received("SIP/2.0/UDP 192.0.2.35:5060;branch=z9hG4bK1", &s), None);
+        assert_eq!(
+            via_with_received("SIP/2.0/UDP 192.0.2.35:5060;branch=z9hG4bK1", &s),
+            None
+        );
         // The rport flag forces received even when the address matches (RFC 3581 section 4).
-        assert!(via_with_received("SIP/2.0/UDP 192.0.2.35;branch=z9hG4bK1;rport", &s)
-            .unwrap()
-            .ends_with(";rport=40000;received=192.0.2.35"));
+        assert!(
+            via_with_received("SIP/2.0/UDP 192.0.2.35;branch=z9hG4bK1;rport", &s)
+                .unwrap()
+                .ends_with(";rport=40000;received=192.0.2.35")
+        );
     }
 
     #[test]
@@ -433,10 +478,14 @@ mod tests {
         let out = String::from_utf8(m.render(&rw).to_vec()).unwrap();
         assert!(!out.contains("203.0.113.5"), "{out}");
         assert!(out.contains("Route: <sip:198.51.100.9;lr>"));
-        let m = msg("BYE sip:a@x SIP/2.0\r\nRoute: <sip:203.0.113.5;lr>, <sip:198.51.100.9;lr>\r\n\r\n");
+        let m = msg(
+            "BYE sip:a@x SIP/2.0\r\nRoute: <sip:203.0.113.5;lr>, <sip:198.51.100.9;lr>\r\n\r\n",
+        );
         let mut rw = Rewrite::default();
         remove_first_values(&m, HeaderName::Route, 1, &mut rw);
-        assert!(String::from_utf8(m.render(&rw).to_vec()).unwrap().contains("Route: <sip:198.51.100.9;lr>\r\n"));
+        assert!(String::from_utf8(m.render(&rw).to_vec())
+            .unwrap()
+            .contains("Route: <sip:198.51.100.9;lr>\r\n"));
     }
 
     #[test]
@@ -444,11 +493,15 @@ mod tests {
         let m = msg("OPTIONS sip:a@x SIP/2.0\r\nMax-Forwards: 10\r\n\r\n");
         let mut rw = Rewrite::default();
         decrement_max_forwards(&m, &mut rw);
-        assert!(String::from_utf8(m.render(&rw).to_vec()).unwrap().contains("Max-Forwards: 9\r\n"));
+        assert!(String::from_utf8(m.render(&rw).to_vec())
+            .unwrap()
+            .contains("Max-Forwards: 9\r\n"));
         let m = msg("OPTIONS sip:a@x SIP/2.0\r\n\r\n");
         let mut rw = Rewrite::default();
         decrement_max_forwards(&m, &mut rw);
-        assert!(String::from_utf8(m.render(&rw).to_vec()).unwrap().contains("Max-Forwards: 70\r\n"));
+        assert!(String::from_utf8(m.render(&rw).to_vec())
+            .unwrap()
+            .contains("Max-Forwards: 70\r\n"));
     }
 
     #[test]
@@ -461,8 +514,14 @@ mod tests {
         let out = m.render(&rw);
         let fwd = SipMessage::parse(out).unwrap();
         let contact = fwd.first_value(HeaderName::Contact).unwrap();
-        assert!(contact.starts_with("\"Al\" <sip:alice@203.0.113.5:5060;transport=tcp;rbt="), "{contact}");
-        assert!(contact.ends_with(">;+sip.instance=\"<urn:x>\""), "{contact}");
+        assert!(
+            contact.starts_with("\"Al\" <sip:alice@203.0.113.5:5060;transport=tcp;rbt="),
+            "{contact}"
+        );
+        assert!(
+            contact.ends_with(">;+sip.instance=\"<urn:x>\""),
+            "{contact}"
+        );
         let na = NameAddr::parse(contact).unwrap();
         let uri = na.uri().unwrap();
         let tok = key.decode(token_in_uri(&uri, &local()).unwrap()).unwrap();

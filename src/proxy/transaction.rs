@@ -247,7 +247,10 @@ mod tests {
         q.schedule(t0 + T1, 2, TimerKind::Retransmit);
         q.schedule(t0, 3, TimerKind::Remove);
         assert_eq!(q.due(t0), vec![(3, TimerKind::Remove)]);
-        assert_eq!(q.due(t0 + T2), vec![(2, TimerKind::Retransmit), (1, TimerKind::Timeout)]);
+        assert_eq!(
+            q.due(t0 + T2),
+            vec![(2, TimerKind::Retransmit), (1, TimerKind::Timeout)]
+        );
         assert!(q.is_empty());
     }
 
@@ -266,10 +269,16 @@ mod tests {
         assert_eq!(cancel.method(), "CANCEL");
         assert_eq!(cancel.cseq(), Some((7, "CANCEL")));
         assert_eq!(cancel.top_via().unwrap().branch(), Some("z9hG4bK-rb1-2"));
-        assert_eq!(cancel.first_value(crate::sip::HeaderName::Route), Some("<sip:198.51.100.1;lr>"));
+        assert_eq!(
+            cancel.first_value(crate::sip::HeaderName::Route),
+            Some("<sip:198.51.100.1;lr>")
+        );
         let ack = SipMessage::parse(hop.ack("<sip:bob@y>;tag=9")).unwrap();
         assert_eq!(ack.cseq(), Some((7, "ACK")));
-        assert_eq!(ack.first_value(crate::sip::HeaderName::To), Some("<sip:bob@y>;tag=9"));
+        assert_eq!(
+            ack.first_value(crate::sip::HeaderName::To),
+            Some("<sip:bob@y>;tag=9")
+        );
     }
 
     #[test]

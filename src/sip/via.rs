@@ -109,7 +109,10 @@ mod tests {
         assert_eq!(v.port, Some(5060));
         assert_eq!(v.branch(), Some("z9hG4bK1"));
         assert_eq!(v.rport(), Some(None));
-        let v = Via::parse("SIP / 2.0 / wss df7jal23ls0d.invalid;branch=z9hG4bKx;rport=5;received=1.2.3.4").unwrap();
+        let v = Via::parse(
+            "SIP / 2.0 / wss df7jal23ls0d.invalid;branch=z9hG4bKx;rport=5;received=1.2.3.4",
+        )
+        .unwrap();
         assert_eq!(v.transport, Some(Transport::Wss));
         assert_eq!(v.port, None);
         assert_eq!(v.rport(), Some(Some(5)));
@@ -123,7 +126,13 @@ mod tests {
 
     #[test]
     fn rejects_broken_via() {
-        for bad in ["SIP/2.0/UDP", "SIP/3.0/UDP h", "HTTP/2.0/UDP h", "SIP/2.0/UDP h:x", "garbage"] {
+        for bad in [
+            "SIP/2.0/UDP",
+            "SIP/3.0/UDP h",
+            "HTTP/2.0/UDP h",
+            "SIP/2.0/UDP h:x",
+            "garbage",
+        ] {
             assert!(Via::parse(bad).is_err(), "{bad}");
         }
     }
