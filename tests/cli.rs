@@ -216,3 +216,86 @@ fn config_examples_parse_with_the_real_parser() {
     }
     assert!(seen >= 5, "only {seen} examples found");
 }
+
+/// The seed's CSR command line, as typed: a PEM CSR on stdout (or in -csr-out), exit 0, no
+/// listener; a missing key is exit 2 naming the file.
+#[test]
+fn csr_mode_from_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("roundabout-cli-csr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key.pem");
+    let made = Process::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key)
+        .output()
+        .expect("openssl (installed by tests/run-all.sh)");
+    assert!(made.status.success());
+    let key_arg = key.to_str().unwrap();
+    let seed = [
+        "-csr",
+        "-csr-c",
+        "US",
+        "-csr-cn",
+        "proxya.example.com",
+        "-csr-l",
+        "Mountain View",
+        "-csr-o",
+        "The Firm",
+        "-csr-ou",
+        "Development",
+        "-csr-p",
+        "California",
+        "-csr-san",
+        "proxya.example.com",
+        "-tls-key",
+        key_arg,
+    ];
+    let (code, out, err) = run(&seed);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{out}"
+    );
+    assert!(!out.contains("listening"), "CSR mode starts no listener");
+
+    let csr = dir.join("proxya.csr");
+    let mut with_out = seed.to_vec();
+    with_out.extend(["-csr-out", csr.to_str().unwrap()]);
+    let (code, _, err) = run(&with_out);
+    assert_eq!(code, 0, "{err}");
+    let text = Process::new("openssl")
+        .args(["req", "-noout", "-verify", "-subject", "-in"])
+        .arg(&csr)
+        .output()
+        .unwrap();
+    let shown =
+        String::from_utf8_lossy(&text.stdout).to_string() + &String::from_utf8_lossy(&text.stderr);
+    assert!(
+        shown.contains("verify OK")
+            || shown.contains("Certificate request self-signature verify OK"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("C = US, ST = California, L = Mountain View, O = The Firm, OU = Development, CN = proxya.example.com"),
+        "{shown}"
+    );
+
+    let missing = dir.join("nope.pem");
+    let (code, _, err) = run(&[
+        "-csr",
+        "-csr-cn",
+        "x.example.com",
+        "-tls-key",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nope.pem") && err.contains("openssl"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
