@@ -1,0 +1,877 @@
+//! Connected-clients load generator for the benchmark (`benches/clients.sh`).
+//!
+//! Opens N WSS connections to a proxy (Roundabout or Kamailio) from several loopback source
+//! addresses, registers one user per connection (`sip:uNNNNN@REGISTRAR`) through the proxy
+//! to a registrar that this program runs itself on UDP (it answers every REGISTER with 200,
+//! the Contact echoed with `expires`, and remembers Contact and Path), keeps the connections
+//! alive with WebSocket pings, re-registers every client once over its open connection, then
+//! calls a sample of the users from the registrar's side (INVITE / 200 / ACK / BYE / 200,
+//! through the proxy, the ACK and BYE following the Record-Route set) and checks that each
+//! call arrives on the connection of the user it is for and is answered.
+//!
+//! The proxy's memory (VmRSS, VmHWM, Pss summed over `--pids`) is read from /proc before the
+//! first connection, after the registrations and after the calls. Results are printed as
+//! `RESULT key=value` lines; progress goes to standard error.
+//!
+//!   cargo build --release --example wss_clients
+//!   target/release/examples/wss_clients --proxy 127.0.3.1:15443 --registrar 127.0.3.4:15070 \
+//!       --sources 127.0.1.1-8 -n 10000 --pids 1234
+//!
+//! Options (defaults in brackets): -n N [2000], --proxy IP:PORT (WSS), --registrar IP:PORT
+//! (UDP, bound by this program), --sources A.B.C.X-Y [127.0.1.1-8] (source addresses, used in
+//! turn), --concurrency C [200] (connections + registrations in flight), --calls K [200]
+//! (sampled users called), --call-concurrency [10], --keepalive S [25] (WebSocket ping
+//! interval per client), --expires S [3600], --pids P,P.. (processes whose memory is
+//! measured), --settle S [3] (wait before a memory reading), --hold S [0] (keep every client
+//! connected this long after the calls), --timeout S [600] (bound of the whole run).
+//! Every wait is bounded; the exit code is 0 only when every registration, re-registration
+//! and sampled call succeeded and no connection was lost.
+
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::Message;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpSocket, UdpSocket};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_native_tls::native_tls;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// A registration through a proxy that retransmits over UDP may take up to Timer F.
+const REG_TIMEOUT: Duration = Duration::from_secs(34);
+
+#[derive(Clone, Debug)]
+struct Cfg {
+    n: usize,
+    proxy: SocketAddr,
+    registrar: SocketAddr,
+    sources: Vec<Ipv4Addr>,
+    concurrency: usize,
+    calls: usize,
+    call_concurrency: usize,
+    keepalive: u64,
+    expires: u32,
+    pids: Vec<u32>,
+    settle: u64,
+    hold: u64,
+    timeout: u64,
+}
+
+fn parse_args() -> Cfg {
+    let mut c = Cfg {
+        n: 2000,
+        proxy: "127.0.3.1:15443".parse().unwrap(),
+        registrar: "127.0.3.4:15070".parse().unwrap(),
+        sources: (1..=8).map(|i| Ipv4Addr::new(127, 0, 1, i)).collect(),
+        concurrency: 200,
+        calls: 200,
+        call_concurrency: 10,
+        keepalive: 25,
+        expires: 3600,
+        pids: vec![],
+        settle: 3,
+        hold: 0,
+        timeout: 600,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    let bad = |m: &str| -> ! {
+        eprintln!("wss_clients: {m} (see the comment at the top of examples/wss_clients.rs)");
+        std::process::exit(2)
+    };
+    while i < args.len() {
+        let v = args.get(i + 1).cloned().unwrap_or_else(|| bad("missing value"));
+        let num = |v: &str| v.parse::<u64>().unwrap_or_else(|_| bad(&format!("bad number {v}")));
+        match args[i].as_str() {
+            "-n" => c.n = num(&v) as usize,
+            "--proxy" => c.proxy = v.parse().unwrap_or_else(|_| bad("bad --proxy")),
+            "--registrar" => c.registrar = v.parse().unwrap_or_else(|_| bad("bad --registrar")),
+            "--sources" => {
+                let (base, range) = v.rsplit_once('.').unwrap_or_else(|| bad("bad --sources"));
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                c.sources = (num(a)..=num(b))
+                    .map(|x| format!("{base}.{x}").parse().unwrap_or_else(|_| bad("bad --sources")))
+                    .collect();
+            }
+            "--concurrency" => c.concurrency = num(&v).max(1) as usize,
+            "--calls" => c.calls = num(&v) as usize,
+            "--call-concurrency" => c.call_concurrency = num(&v).max(1) as usize,
+            "--keepalive" => c.keepalive = num(&v).max(1),
+            "--expires" => c.expires = num(&v) as u32,
+            "--pids" => {
+                c.pids = v
+                    .split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(|s| num(s) as u32)
+                    .collect()
+            }
+            "--settle" => c.settle = num(&v),
+            "--hold" => c.hold = num(&v),
+            "--timeout" => c.timeout = num(&v),
+            o => bad(&format!("unknown option {o}")),
+        }
+        i += 2;
+    }
+    if c.sources.is_empty() {
+        bad("no --sources");
+    }
+    c
+}
+
+// ------------------------------------------------------------------ SIP text helpers
+
+/// Header values by name (long or compact form), in order; comma-separated values of
+/// Via / Record-Route / Route / Path are not split here.
+fn headers<'a>(msg: &'a str, name: &str, compact: Option<&str>) -> Vec<&'a str> {
+    let head = msg.split("\r\n\r\n").next().unwrap_or("");
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            let n = n.trim();
+            (n.eq_ignore_ascii_case(name) || compact.is_some_and(|c| n.eq_ignore_ascii_case(c)))
+                .then_some(v.trim())
+        })
+        .collect()
+}
+
+fn header<'a>(msg: &'a str, name: &str, compact: Option<&str>) -> Option<&'a str> {
+    headers(msg, name, compact).into_iter().next()
+}
+
+/// Splits a header value list at commas outside <> and quotes.
+fn split_list(v: &str) -> Vec<String> {
+    let (mut out, mut cur, mut angle, mut quote) = (vec![], String::new(), false, false);
+    for ch in v.chars() {
+        match ch {
+            '"' => quote = !quote,
+            '<' if !quote => angle = true,
+            '>' if !quote => angle = false,
+            ',' if !quote && !angle => {
+                out.push(cur.trim().to_string());
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(ch);
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+fn all_values(msg: &str, name: &str, compact: Option<&str>) -> Vec<String> {
+    headers(msg, name, compact).into_iter().flat_map(split_list).collect()
+}
+
+/// The URI of a name-addr (`<...>`) or addr-spec value.
+fn uri_of(v: &str) -> &str {
+    match (v.find('<'), v.find('>')) {
+        (Some(a), Some(b)) if b > a => &v[a + 1..b],
+        _ => v.split(';').next().unwrap_or(v).trim(),
+    }
+}
+
+/// The user part of a SIP URI.
+fn user_of(uri: &str) -> &str {
+    let rest = uri.split_once(':').map(|x| x.1).unwrap_or(uri);
+    match rest.split_once('@') {
+        Some((u, _)) => u.split(';').next().unwrap_or(u),
+        None => "",
+    }
+}
+
+/// host:port of a SIP URI (port 5060 when absent), IPv4 only.
+fn addr_of(uri: &str) -> Option<SocketAddr> {
+    let rest = uri.split_once(':')?.1;
+    let hp = rest.rsplit_once('@').map(|x| x.1).unwrap_or(rest);
+    let hp = hp.split([';', '?', '>']).next()?;
+    let (h, p) = hp.split_once(':').unwrap_or((hp, "5060"));
+    Some(SocketAddr::new(h.parse().ok()?, p.parse().ok()?))
+}
+
+fn status_of(msg: &str) -> Option<u16> {
+    let l = msg.split("\r\n").next()?;
+    l.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+}
+
+fn method_of(msg: &str) -> &str {
+    if msg.starts_with("SIP/2.0") {
+        ""
+    } else {
+        msg.split(' ').next().unwrap_or("")
+    }
+}
+
+fn request_uri(msg: &str) -> &str {
+    msg.split("\r\n").next().unwrap_or("").split(' ').nth(1).unwrap_or("")
+}
+
+fn cseq_method(msg: &str) -> &str {
+    header(msg, "CSeq", None).and_then(|v| v.split_whitespace().nth(1)).unwrap_or("")
+}
+
+/// A response to `req`: every Via, Record-Route (for 2xx to INVITE), From, To (a tag added
+/// when it has none), Call-ID and CSeq copied, plus `extra` lines.
+fn response(req: &str, code: u16, reason: &str, to_tag: &str, extra: &[String]) -> String {
+    let mut r = format!("SIP/2.0 {code} {reason}\r\n");
+    for v in headers(req, "Via", Some("v")) {
+        r += &format!("Via: {v}\r\n");
+    }
+    if code / 100 == 2 && method_of(req) == "INVITE" {
+        for v in headers(req, "Record-Route", None) {
+            r += &format!("Record-Route: {v}\r\n");
+        }
+    }
+    let to = header(req, "To", Some("t")).unwrap_or("");
+    let to = if to.contains(";tag=") { to.to_string() } else { format!("{to};tag={to_tag}") };
+    r += &format!(
+        "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n",
+        header(req, "From", Some("f")).unwrap_or(""),
+        header(req, "Call-ID", Some("i")).unwrap_or(""),
+        header(req, "CSeq", None).unwrap_or("")
+    );
+    for e in extra {
+        r += e;
+        r += "\r\n";
+    }
+    r += "Content-Length: 0\r\n\r\n";
+    r
+}
+
+// ------------------------------------------------------------------ counters
+
+#[derive(Default)]
+struct Counters {
+    connect_fail: AtomicU64,
+    tls_fail: AtomicU64,
+    ws_fail: AtomicU64,
+    reg_ok: AtomicU64,
+    reg_fail: AtomicU64,
+    reg_timeout: AtomicU64,
+    rereg_ok: AtomicU64,
+    rereg_fail: AtomicU64,
+    done: AtomicU64,
+    redone: AtomicU64,
+    lost: AtomicU64,
+    invites: AtomicU64,
+    wrong_conn: AtomicU64,
+    acks: AtomicU64,
+    byes: AtomicU64,
+    pings: AtomicU64,
+    registrar_regs: AtomicU64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Idle,
+    ReRegister,
+    Stop,
+}
+
+struct Binding {
+    contact: String,
+    path: Vec<String>,
+}
+
+struct Shared {
+    cfg: Cfg,
+    c: Counters,
+    tls: tokio_native_tls::TlsConnector,
+    domain: String,
+    /// permits for re-registrations in flight
+    rereg: Arc<Semaphore>,
+    bindings: Mutex<HashMap<String, Binding>>,
+    /// Call-ID -> the call waiting for its responses
+    calls: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
+}
+
+type Ws = async_tungstenite::WebSocketStream<
+    async_tungstenite::tokio::TokioAdapter<tokio_native_tls::TlsStream<tokio::net::TcpStream>>,
+>;
+
+fn ws_config() -> WebSocketConfig {
+    // small buffers: the generator holds tens of thousands of these
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+}
+
+async fn open(sh: &Shared, i: usize) -> Result<Ws, &'static str> {
+    let src = sh.cfg.sources[i % sh.cfg.sources.len()];
+    let sock = TcpSocket::new_v4().map_err(|_| "socket")?;
+    sock.bind(SocketAddr::new(IpAddr::V4(src), 0)).map_err(|_| "bind")?;
+    let tcp = match tokio::time::timeout(TIMEOUT, sock.connect(sh.cfg.proxy)).await {
+        Ok(Ok(t)) => t,
+        _ => {
+            sh.c.connect_fail.fetch_add(1, Relaxed);
+            return Err("connect");
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let host = sh.cfg.proxy.ip().to_string();
+    let tls = match tokio::time::timeout(TIMEOUT, sh.tls.connect(&host, tcp)).await {
+        Ok(Ok(t)) => t,
+        _ => {
+            sh.c.tls_fail.fetch_add(1, Relaxed);
+            return Err("tls");
+        }
+    };
+    let mut req = format!("wss://{}/", sh.cfg.proxy).into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("sip"));
+    match tokio::time::timeout(
+        TIMEOUT,
+        async_tungstenite::tokio::client_async_with_config(req, tls, Some(ws_config())),
+    )
+    .await
+    {
+        Ok(Ok((ws, _))) => Ok(ws),
+        _ => {
+            sh.c.ws_fail.fetch_add(1, Relaxed);
+            Err("ws")
+        }
+    }
+}
+
+fn register_msg(sh: &Shared, i: usize, cseq: u32) -> String {
+    let (d, e) = (&sh.domain, sh.cfg.expires);
+    format!(
+        "REGISTER sip:{d} SIP/2.0\r\n\
+         Via: SIP/2.0/WSS c{i}.invalid;branch=z9hG4bK-r{i}-{cseq}\r\n\
+         Max-Forwards: 70\r\n\
+         To: <sip:u{i:05}@{d}>\r\n\
+         From: <sip:u{i:05}@{d}>;tag=r{i}\r\n\
+         Call-ID: reg-{i}@bench.invalid\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:u{i:05}@c{i}.invalid;transport=ws>;expires={e}\r\n\
+         Expires: {e}\r\n\
+         Supported: path, outbound\r\n\
+         User-Agent: roundabout-bench\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// One client: connect, register, then answer calls and keep alive until Stop.
+async fn client(sh: Arc<Shared>, i: usize, permit: tokio::sync::OwnedSemaphorePermit, mut phase: watch::Receiver<Phase>) {
+    let c = &sh.c;
+    let mut ws = match open(&sh, i).await {
+        Ok(ws) => ws,
+        Err(_) => {
+            c.done.fetch_add(1, Relaxed);
+            return;
+        }
+    };
+    let user = format!("u{i:05}");
+    let mut cseq = 1u32;
+    // pending registration: (cseq, deadline, permit held while it is in flight)
+    let mut first = true;
+    if ws.send(Message::text(register_msg(&sh, i, cseq))).await.is_err() {
+        c.reg_fail.fetch_add(1, Relaxed);
+        c.done.fetch_add(1, Relaxed);
+        return;
+    }
+    let mut pending: Option<(u32, Instant, Option<tokio::sync::OwnedSemaphorePermit>)> =
+        Some((cseq, Instant::now() + REG_TIMEOUT, Some(permit)));
+    let ka = Duration::from_secs(sh.cfg.keepalive);
+    // spread the pings over the interval
+    let offset = Duration::from_millis((i as u64 * 7919) % (sh.cfg.keepalive * 1000));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + offset + ka, ka);
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let finish = |first: &mut bool, ok: bool, timeout: bool| {
+        if *first {
+            *first = false;
+            if ok {
+                c.reg_ok.fetch_add(1, Relaxed);
+            } else if timeout {
+                c.reg_timeout.fetch_add(1, Relaxed);
+            } else {
+                c.reg_fail.fetch_add(1, Relaxed);
+            }
+            c.done.fetch_add(1, Relaxed);
+        } else {
+            if ok {
+                c.rereg_ok.fetch_add(1, Relaxed);
+            } else {
+                c.rereg_fail.fetch_add(1, Relaxed);
+            }
+            c.redone.fetch_add(1, Relaxed);
+        }
+    };
+    loop {
+        tokio::select! {
+            m = ws.next() => {
+                let text = match m {
+                    Some(Ok(Message::Text(t))) => t.to_string(),
+                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                        if let Some(_p) = pending.take() {
+                            finish(&mut first, false, false);
+                        }
+                        if *phase.borrow() != Phase::Stop {
+                            c.lost.fetch_add(1, Relaxed);
+                        }
+                        return;
+                    }
+                    Some(Ok(_)) => continue, // ping / pong: tungstenite answers pings itself
+                };
+                if let Some(code) = status_of(&text) {
+                    if cseq_method(&text) == "REGISTER" {
+                        let n: u32 = header(&text, "CSeq", None)
+                            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                            .unwrap_or(0);
+                        if code >= 200 && pending.as_ref().is_some_and(|p| p.0 == n) {
+                            pending = None;
+                            finish(&mut first, code / 100 == 2, false);
+                        }
+                    }
+                    continue;
+                }
+                let method = method_of(&text).to_string();
+                let reply = match method.as_str() {
+                    "INVITE" => {
+                        c.invites.fetch_add(1, Relaxed);
+                        let to_user = header(&text, "To", Some("t")).map(|v| user_of(uri_of(v))).unwrap_or("");
+                        if user_of(request_uri(&text)) != user || to_user != user {
+                            c.wrong_conn.fetch_add(1, Relaxed);
+                            eprintln!("client {user}: INVITE for {} / To {to_user} on its connection", request_uri(&text));
+                            Some(response(&text, 404, "Not Here", "x", &[]))
+                        } else {
+                            Some(response(&text, 200, "OK", &format!("a{i}"), &[
+                                format!("Contact: <sip:{user}@c{i}.invalid;transport=ws>"),
+                            ]))
+                        }
+                    }
+                    "ACK" => { c.acks.fetch_add(1, Relaxed); None }
+                    "BYE" => { c.byes.fetch_add(1, Relaxed); Some(response(&text, 200, "OK", "x", &[])) }
+                    "" => None,
+                    _ => Some(response(&text, 200, "OK", "x", &[])),
+                };
+                if let Some(r) = reply {
+                    let _ = ws.send(Message::text(r)).await;
+                }
+            }
+            _ = ping.tick() => {
+                c.pings.fetch_add(1, Relaxed);
+                let _ = ws.send(Message::Ping(Bytes::new())).await;
+            }
+            _ = check.tick() => {
+                if pending.as_ref().is_some_and(|p| Instant::now() > p.1) {
+                    pending = None;
+                    finish(&mut first, false, true);
+                }
+            }
+            r = phase.changed() => {
+                if r.is_err() { return; }
+                let p = *phase.borrow_and_update();
+                match p {
+                    Phase::Stop => { let _ = ws.close(None).await; return; }
+                    Phase::ReRegister if pending.is_none() && !first => {
+                        let permit = sh.rereg.clone().acquire_owned().await.ok();
+                        cseq += 1;
+                        if ws.send(Message::text(register_msg(&sh, i, cseq))).await.is_err() {
+                            finish(&mut first, false, false);
+                        } else {
+                            pending = Some((cseq, Instant::now() + REG_TIMEOUT, permit));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ registrar and calls
+
+async fn registrar(sh: Arc<Shared>, sock: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(_) => continue,
+        };
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if status_of(&msg).is_some() {
+            let cid = header(&msg, "Call-ID", Some("i")).unwrap_or("").to_string();
+            if let Some(tx) = sh.calls.lock().unwrap().get(&cid) {
+                let _ = tx.send(msg);
+            }
+            continue;
+        }
+        match method_of(&msg) {
+            "REGISTER" => {
+                sh.c.registrar_regs.fetch_add(1, Relaxed);
+                let contact = header(&msg, "Contact", Some("m")).unwrap_or("").to_string();
+                let uri = uri_of(&contact).to_string();
+                let user = header(&msg, "To", Some("t")).map(|v| user_of(uri_of(v)).to_string()).unwrap_or_default();
+                let path = all_values(&msg, "Path", None);
+                let mut extra = vec![format!("Contact: <{uri}>;expires={}", sh.cfg.expires)];
+                for p in &path {
+                    extra.push(format!("Path: {p}"));
+                }
+                sh.bindings.lock().unwrap().insert(user, Binding { contact: uri, path });
+                let r = response(&msg, 200, "OK", "reg", &extra);
+                let _ = sock.send_to(r.as_bytes(), from).await;
+            }
+            "ACK" => {}
+            "" => {}
+            _ => {
+                let r = response(&msg, 200, "OK", "srv", &[]);
+                let _ = sock.send_to(r.as_bytes(), from).await;
+            }
+        }
+    }
+}
+
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.3.4\r\ns=-\r\nc=IN IP4 127.0.3.4\r\nt=0 0\r\n\
+m=audio 40000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n";
+
+/// Sends `msg` to `to` and waits for a final response (retransmitting every 500 ms until a
+/// provisional arrives, as Timer A/E on UDP would).
+async fn transact(
+    sock: &UdpSocket,
+    rx: &mut mpsc::UnboundedReceiver<String>,
+    msg: &str,
+    to: SocketAddr,
+    method: &str,
+) -> Result<String, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut provisional = false;
+    let _ = sock.send_to(msg.as_bytes(), to).await;
+    loop {
+        let wait = if provisional { Duration::from_secs(8) } else { Duration::from_millis(500) };
+        match tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + wait), rx.recv()).await {
+            Ok(Some(r)) => {
+                if cseq_method(&r) != method {
+                    continue;
+                }
+                match status_of(&r) {
+                    Some(s) if s >= 200 => return Ok(r),
+                    Some(_) => provisional = true,
+                    None => {}
+                }
+            }
+            Ok(None) => return Err("channel closed".into()),
+            Err(_) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(format!("no final response to {method}"));
+                }
+                if !provisional {
+                    let _ = sock.send_to(msg.as_bytes(), to).await;
+                }
+            }
+        }
+    }
+}
+
+/// One call from the registrar's side to user `i`.
+async fn call(sh: Arc<Shared>, sock: Arc<UdpSocket>, i: usize, k: usize) -> Result<(), String> {
+    let user = format!("u{i:05}");
+    let (target, path) = {
+        let b = sh.bindings.lock().unwrap();
+        let b = b.get(&user).ok_or(format!("{user}: no binding"))?;
+        (b.contact.clone(), b.path.clone())
+    };
+    let next = match path.first() {
+        Some(p) => addr_of(uri_of(p)),
+        None => addr_of(&target),
+    }
+    .ok_or(format!("{user}: no address in {target} / {path:?}"))?;
+    let me = sh.cfg.registrar;
+    let d = &sh.domain;
+    let cid = format!("call-{k}-{i}@bench.invalid");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    sh.calls.lock().unwrap().insert(cid.clone(), tx);
+    let routes: String = path.iter().map(|p| format!("Route: {p}\r\n")).collect();
+    let invite = format!(
+        "INVITE {target} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-c{k}-1;rport\r\n\
+         {routes}Max-Forwards: 70\r\n\
+         From: <sip:caller@{d}>;tag=c{k}\r\n\
+         To: <sip:{user}@{d}>\r\n\
+         Call-ID: {cid}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{me}>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{SDP}",
+        SDP.len()
+    );
+    let result = async {
+        let ok = transact(&sock, &mut rx, &invite, next, "INVITE").await?;
+        if status_of(&ok) != Some(200) {
+            return Err(format!("{user}: INVITE answered {}", ok.lines().next().unwrap_or("")));
+        }
+        let to = header(&ok, "To", Some("t")).unwrap_or("").to_string();
+        let remote = header(&ok, "Contact", Some("m")).map(|v| uri_of(v).to_string()).unwrap_or_default();
+        let mut rr = all_values(&ok, "Record-Route", None);
+        rr.reverse();
+        let dst = match rr.first() {
+            Some(r) => addr_of(uri_of(r)),
+            None => addr_of(&remote),
+        }
+        .ok_or(format!("{user}: no next hop for ACK/BYE (Contact {remote}, RR {rr:?})"))?;
+        let routes: String = rr.iter().map(|r| format!("Route: {r}\r\n")).collect();
+        let in_dialog = |method: &str, n: u32| {
+            format!(
+                "{method} {remote} SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP {me};branch=z9hG4bK-c{k}-{n};rport\r\n\
+                 {routes}Max-Forwards: 70\r\n\
+                 From: <sip:caller@{d}>;tag=c{k}\r\n\
+                 To: {to}\r\n\
+                 Call-ID: {cid}\r\n\
+                 CSeq: {n} {method}\r\n\
+                 Content-Length: 0\r\n\r\n",
+                n = if method == "ACK" { 1 } else { n }
+            )
+        };
+        let _ = sock.send_to(in_dialog("ACK", 2).as_bytes(), dst).await;
+        let bye = transact(&sock, &mut rx, &in_dialog("BYE", 2), dst, "BYE").await?;
+        if status_of(&bye) != Some(200) {
+            return Err(format!("{user}: BYE answered {}", bye.lines().next().unwrap_or("")));
+        }
+        Ok(())
+    }
+    .await;
+    sh.calls.lock().unwrap().remove(&cid);
+    result
+}
+
+// ------------------------------------------------------------------ memory
+
+#[derive(Clone, Copy, Default, Debug)]
+struct Mem {
+    rss: u64,
+    hwm: u64,
+    pss: u64,
+    /// utime + stime, clock ticks (100 per second on Linux)
+    ticks: u64,
+}
+
+fn field_kb(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn memory(pids: &[u32]) -> Mem {
+    let mut m = Mem::default();
+    for p in pids {
+        let st = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+        m.rss += field_kb(&st, "VmRSS:");
+        m.hwm += field_kb(&st, "VmHWM:");
+        let sm = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
+        m.pss += field_kb(&sm, "Pss:");
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        if let Some((_, rest)) = stat.rsplit_once(") ") {
+            let f: Vec<&str> = rest.split(' ').collect();
+            m.ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    m
+}
+
+fn result(key: &str, v: impl std::fmt::Display) {
+    println!("RESULT {key}={v}");
+}
+
+// ------------------------------------------------------------------ main
+
+fn main() {
+    let cfg = parse_args();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let code = rt.block_on(run(cfg));
+    std::process::exit(code);
+}
+
+async fn run(cfg: Cfg) -> i32 {
+    let t_start = Instant::now();
+    let deadline = t_start + Duration::from_secs(cfg.timeout);
+    let tls = native_tls::TlsConnector::builder()
+        .danger_accept_invalid_certs(true)
+        .danger_accept_invalid_hostnames(true)
+        .build()
+        .expect("TLS connector");
+    // the registrar's socket, with room for bursts of REGISTERs
+    let std_sock = {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        let _ = s.set_recv_buffer_size(8 << 20);
+        let _ = s.set_send_buffer_size(8 << 20);
+        if let Err(e) = s.bind(&cfg.registrar.into()) {
+            eprintln!("wss_clients: cannot bind the registrar on {}: {e}", cfg.registrar);
+            return 2;
+        }
+        s.set_nonblocking(true).unwrap();
+        std::net::UdpSocket::from(s)
+    };
+    let sock = Arc::new(UdpSocket::from_std(std_sock).unwrap());
+    let sh = Arc::new(Shared {
+        domain: cfg.registrar.to_string(),
+        rereg: Arc::new(Semaphore::new(cfg.concurrency)),
+        cfg: cfg.clone(),
+        c: Counters::default(),
+        tls: tls.into(),
+        bindings: Mutex::new(HashMap::new()),
+        calls: Mutex::new(HashMap::new()),
+    });
+    tokio::spawn(registrar(sh.clone(), sock.clone()));
+    let c = &sh.c;
+    let n = cfg.n as u64;
+
+    let self_pid = [std::process::id()];
+    let m0 = memory(&cfg.pids);
+    let g0 = memory(&self_pid).ticks;
+    eprintln!("idle proxy: {m0:?}");
+    result("n", n);
+    result("sources", cfg.sources.len());
+    result("mem0_rss_kb", m0.rss);
+    result("mem0_pss_kb", m0.pss);
+
+    // 1. connect + register, `concurrency` at a time
+    let (phase_tx, phase_rx) = watch::channel(Phase::Idle);
+    let sem = Arc::new(Semaphore::new(cfg.concurrency));
+    let t0 = Instant::now();
+    let mut last = Instant::now();
+    for i in 1..=cfg.n {
+        let permit = tokio::select! {
+            p = sem.clone().acquire_owned() => p.unwrap(),
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => break,
+        };
+        tokio::spawn(client(sh.clone(), i, permit, phase_rx.clone()));
+        if last.elapsed() > Duration::from_secs(5) {
+            last = Instant::now();
+            eprintln!(
+                "  {:>6.1} s: {} registered, {} failed, {} open",
+                t0.elapsed().as_secs_f64(),
+                c.reg_ok.load(Relaxed),
+                c.reg_fail.load(Relaxed) + c.reg_timeout.load(Relaxed),
+                i
+            );
+        }
+    }
+    while c.done.load(Relaxed) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reg_secs = t0.elapsed().as_secs_f64();
+    // the generator's own CPU use over the phase: near 100 % means the rate is its limit
+    let g1 = memory(&self_pid).ticks;
+    result("gen_cpu_pct_reg", format!("{:.0}", (g1 - g0) as f64 / reg_secs));
+    let reg_ok = c.reg_ok.load(Relaxed);
+    let reg_failed = n - reg_ok;
+    eprintln!("registered {reg_ok}/{n} in {reg_secs:.1} s ({:.0}/s)", reg_ok as f64 / reg_secs);
+    result("reg_ok", reg_ok);
+    result("reg_failed", reg_failed);
+    result("reg_secs", format!("{reg_secs:.2}"));
+    result("reg_per_s", format!("{:.0}", reg_ok as f64 / reg_secs));
+    result("fail_connect", c.connect_fail.load(Relaxed));
+    result("fail_tls", c.tls_fail.load(Relaxed));
+    result("fail_ws", c.ws_fail.load(Relaxed));
+    result("fail_reg_answer", c.reg_fail.load(Relaxed));
+    result("fail_reg_timeout", c.reg_timeout.load(Relaxed));
+    tokio::time::sleep(Duration::from_secs(cfg.settle)).await;
+    let m1 = memory(&cfg.pids);
+    eprintln!("after registrations: {m1:?}");
+    result("mem1_rss_kb", m1.rss);
+    result("mem1_hwm_kb", m1.hwm);
+    result("mem1_pss_kb", m1.pss);
+    // proxy CPU per connect + TLS + WebSocket upgrade + REGISTER (ticks are 10 ms)
+    result("cpu_ms_per_reg", format!("{:.3}", (m1.ticks - m0.ticks) as f64 * 10.0 / reg_ok.max(1) as f64));
+
+    // 2. every client registers again over its open connection
+    let t1 = Instant::now();
+    let _ = phase_tx.send(Phase::ReRegister);
+    while c.redone.load(Relaxed) < reg_ok && Instant::now() < deadline && t1.elapsed() < Duration::from_secs(n / 200 + 60) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rereg_secs = t1.elapsed().as_secs_f64();
+    result("gen_cpu_pct_rereg", format!("{:.0}", (memory(&self_pid).ticks - g1) as f64 / rereg_secs));
+    let rereg_ok = c.rereg_ok.load(Relaxed);
+    eprintln!("re-registered {rereg_ok}/{reg_ok} in {rereg_secs:.1} s");
+    result("rereg_ok", rereg_ok);
+    result("rereg_failed", reg_ok - rereg_ok);
+    result("rereg_per_s", format!("{:.0}", rereg_ok as f64 / rereg_secs));
+    let _ = phase_tx.send(Phase::Idle);
+    let m_r = memory(&cfg.pids);
+    result("cpu_ms_per_rereg", format!("{:.3}", (m_r.ticks - m1.ticks) as f64 * 10.0 / rereg_ok.max(1) as f64));
+
+    // 3. calls from the registrar's side to a sample of the users
+    let k = cfg.calls.min(cfg.n);
+    let t2 = Instant::now();
+    let call_sem = Arc::new(Semaphore::new(cfg.call_concurrency));
+    let mut handles = Vec::new();
+    for j in 0..k {
+        let i = 1 + j * cfg.n / k.max(1);
+        let permit = call_sem.clone().acquire_owned().await.unwrap();
+        let (sh2, s2) = (sh.clone(), sock.clone());
+        handles.push(tokio::spawn(async move {
+            let r = call(sh2, s2, i, j).await;
+            drop(permit);
+            r
+        }));
+    }
+    let mut calls_ok = 0u64;
+    let mut shown = 0;
+    for h in handles {
+        match h.await {
+            Ok(Ok(())) => calls_ok += 1,
+            Ok(Err(e)) => {
+                if shown < 10 {
+                    eprintln!("call failed: {e}");
+                    shown += 1;
+                }
+            }
+            Err(e) => eprintln!("call task: {e}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    eprintln!(
+        "calls: {calls_ok}/{k} answered in {:.1} s; at the clients: {} INVITEs, {} ACKs, {} BYEs, {} on a wrong connection",
+        t2.elapsed().as_secs_f64(),
+        c.invites.load(Relaxed),
+        c.acks.load(Relaxed),
+        c.byes.load(Relaxed),
+        c.wrong_conn.load(Relaxed)
+    );
+    result("calls", k);
+    result("calls_ok", calls_ok);
+    result("calls_invites_at_clients", c.invites.load(Relaxed));
+    result("calls_acks_at_clients", c.acks.load(Relaxed));
+    result("calls_byes_at_clients", c.byes.load(Relaxed));
+    result("calls_wrong_connection", c.wrong_conn.load(Relaxed));
+
+    // 4. steady state
+    tokio::time::sleep(Duration::from_secs(cfg.settle)).await;
+    let m2 = memory(&cfg.pids);
+    eprintln!("after calls: {m2:?}");
+    result("mem2_rss_kb", m2.rss);
+    result("mem2_hwm_kb", m2.hwm);
+    result("mem2_pss_kb", m2.pss);
+    if cfg.hold > 0 {
+        eprintln!("holding {} s", cfg.hold);
+        tokio::time::sleep(Duration::from_secs(cfg.hold)).await;
+    }
+    let m3 = memory(&cfg.pids);
+    result("mem3_rss_kb", m3.rss);
+    result("mem3_hwm_kb", m3.hwm);
+    result("mem3_pss_kb", m3.pss);
+    let per = |a: u64, b: u64| if n > 0 { (a as f64 - b as f64) * 1024.0 / n as f64 } else { 0.0 };
+    result("per_client_rss_bytes", format!("{:.0}", per(m2.rss, m0.rss)));
+    result("per_client_pss_bytes", format!("{:.0}", per(m2.pss, m0.pss)));
+    result("per_client_hwm_bytes", format!("{:.0}", per(m2.hwm, m0.rss)));
+    let lost = c.lost.load(Relaxed);
+    result("connections_lost", lost);
+    result("keepalive_pings_sent", c.pings.load(Relaxed));
+    result("registrar_registers", c.registrar_regs.load(Relaxed));
+    result("elapsed_secs", format!("{:.1}", t_start.elapsed().as_secs_f64()));
+    let ok = reg_failed == 0 && rereg_ok == reg_ok && calls_ok == k as u64 && lost == 0
+        && c.wrong_conn.load(Relaxed) == 0 && c.acks.load(Relaxed) == k as u64;
+    result("all_ok", ok);
+    if ok { 0 } else { 1 }
+}
