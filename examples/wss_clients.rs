@@ -86,8 +86,14 @@ fn parse_args() -> Cfg {
         std::process::exit(2)
     };
     while i < args.len() {
-        let v = args.get(i + 1).cloned().unwrap_or_else(|| bad("missing value"));
-        let num = |v: &str| v.parse::<u64>().unwrap_or_else(|_| bad(&format!("bad number {v}")));
+        let v = args
+            .get(i + 1)
+            .cloned()
+            .unwrap_or_else(|| bad("missing value"));
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| bad(&format!("bad number {v}")))
+        };
         match args[i].as_str() {
             "-n" => c.n = num(&v) as usize,
             "--proxy" => c.proxy = v.parse().unwrap_or_else(|_| bad("bad --proxy")),
@@ -96,7 +102,11 @@ fn parse_args() -> Cfg {
                 let (base, range) = v.rsplit_once('.').unwrap_or_else(|| bad("bad --sources"));
                 let (a, b) = range.split_once('-').unwrap_or((range, range));
                 c.sources = (num(a)..=num(b))
-                    .map(|x| format!("{base}.{x}").parse().unwrap_or_else(|_| bad("bad --sources")))
+                    .map(|x| {
+                        format!("{base}.{x}")
+                            .parse()
+                            .unwrap_or_else(|_| bad("bad --sources"))
+                    })
                     .collect();
             }
             "--concurrency" => c.concurrency = num(&v).max(1) as usize,
@@ -169,7 +179,10 @@ fn split_list(v: &str) -> Vec<String> {
 }
 
 fn all_values(msg: &str, name: &str, compact: Option<&str>) -> Vec<String> {
-    headers(msg, name, compact).into_iter().flat_map(split_list).collect()
+    headers(msg, name, compact)
+        .into_iter()
+        .flat_map(split_list)
+        .collect()
 }
 
 /// The URI of a name-addr (`<...>`) or addr-spec value.
@@ -212,11 +225,18 @@ fn method_of(msg: &str) -> &str {
 }
 
 fn request_uri(msg: &str) -> &str {
-    msg.split("\r\n").next().unwrap_or("").split(' ').nth(1).unwrap_or("")
+    msg.split("\r\n")
+        .next()
+        .unwrap_or("")
+        .split(' ')
+        .nth(1)
+        .unwrap_or("")
 }
 
 fn cseq_method(msg: &str) -> &str {
-    header(msg, "CSeq", None).and_then(|v| v.split_whitespace().nth(1)).unwrap_or("")
+    header(msg, "CSeq", None)
+        .and_then(|v| v.split_whitespace().nth(1))
+        .unwrap_or("")
 }
 
 /// A response to `req`: every Via, Record-Route (for 2xx to INVITE), From, To (a tag added
@@ -232,7 +252,11 @@ fn response(req: &str, code: u16, reason: &str, to_tag: &str, extra: &[String]) 
         }
     }
     let to = header(req, "To", Some("t")).unwrap_or("");
-    let to = if to.contains(";tag=") { to.to_string() } else { format!("{to};tag={to_tag}") };
+    let to = if to.contains(";tag=") {
+        to.to_string()
+    } else {
+        format!("{to};tag={to_tag}")
+    };
     r += &format!(
         "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n",
         header(req, "From", Some("f")).unwrap_or(""),
@@ -300,13 +324,16 @@ type Ws = async_tungstenite::WebSocketStream<
 
 fn ws_config() -> WebSocketConfig {
     // small buffers: the generator holds tens of thousands of these
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
 }
 
 async fn open(sh: &Shared, i: usize) -> Result<Ws, &'static str> {
     let src = sh.cfg.sources[i % sh.cfg.sources.len()];
     let sock = TcpSocket::new_v4().map_err(|_| "socket")?;
-    sock.bind(SocketAddr::new(IpAddr::V4(src), 0)).map_err(|_| "bind")?;
+    sock.bind(SocketAddr::new(IpAddr::V4(src), 0))
+        .map_err(|_| "bind")?;
     let tcp = match tokio::time::timeout(TIMEOUT, sock.connect(sh.cfg.proxy)).await {
         Ok(Ok(t)) => t,
         _ => {
@@ -323,8 +350,11 @@ async fn open(sh: &Shared, i: usize) -> Result<Ws, &'static str> {
             return Err("tls");
         }
     };
-    let mut req = format!("wss://{}/", sh.cfg.proxy).into_client_request().unwrap();
-    req.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("sip"));
+    let mut req = format!("wss://{}/", sh.cfg.proxy)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static("sip"));
     match tokio::time::timeout(
         TIMEOUT,
         async_tungstenite::tokio::client_async_with_config(req, tls, Some(ws_config())),
@@ -358,7 +388,12 @@ fn register_msg(sh: &Shared, i: usize, cseq: u32) -> String {
 }
 
 /// One client: connect, register, then answer calls and keep alive until Stop.
-async fn client(sh: Arc<Shared>, i: usize, permit: tokio::sync::OwnedSemaphorePermit, mut phase: watch::Receiver<Phase>) {
+async fn client(
+    sh: Arc<Shared>,
+    i: usize,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    mut phase: watch::Receiver<Phase>,
+) {
     let c = &sh.c;
     let mut ws = match open(&sh, i).await {
         Ok(ws) => ws,
@@ -371,7 +406,11 @@ async fn client(sh: Arc<Shared>, i: usize, permit: tokio::sync::OwnedSemaphorePe
     let mut cseq = 1u32;
     // pending registration: (cseq, deadline, permit held while it is in flight)
     let mut first = true;
-    if ws.send(Message::text(register_msg(&sh, i, cseq))).await.is_err() {
+    if ws
+        .send(Message::text(register_msg(&sh, i, cseq)))
+        .await
+        .is_err()
+    {
         c.reg_fail.fetch_add(1, Relaxed);
         c.done.fetch_add(1, Relaxed);
         return;
@@ -509,13 +548,18 @@ async fn registrar(sh: Arc<Shared>, sock: Arc<UdpSocket>) {
                 sh.c.registrar_regs.fetch_add(1, Relaxed);
                 let contact = header(&msg, "Contact", Some("m")).unwrap_or("").to_string();
                 let uri = uri_of(&contact).to_string();
-                let user = header(&msg, "To", Some("t")).map(|v| user_of(uri_of(v)).to_string()).unwrap_or_default();
+                let user = header(&msg, "To", Some("t"))
+                    .map(|v| user_of(uri_of(v)).to_string())
+                    .unwrap_or_default();
                 let path = all_values(&msg, "Path", None);
                 let mut extra = vec![format!("Contact: <{uri}>;expires={}", sh.cfg.expires)];
                 for p in &path {
                     extra.push(format!("Path: {p}"));
                 }
-                sh.bindings.lock().unwrap().insert(user, Binding { contact: uri, path });
+                sh.bindings
+                    .lock()
+                    .unwrap()
+                    .insert(user, Binding { contact: uri, path });
                 let r = response(&msg, 200, "OK", "reg", &extra);
                 let _ = sock.send_to(r.as_bytes(), from).await;
             }
@@ -545,8 +589,14 @@ async fn transact(
     let mut provisional = false;
     let _ = sock.send_to(msg.as_bytes(), to).await;
     loop {
-        let wait = if provisional { Duration::from_secs(8) } else { Duration::from_millis(500) };
-        match tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + wait), rx.recv()).await {
+        let wait = if provisional {
+            Duration::from_secs(8)
+        } else {
+            Duration::from_millis(500)
+        };
+        match tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + wait), rx.recv())
+            .await
+        {
             Ok(Some(r)) => {
                 if cseq_method(&r) != method {
                     continue;
@@ -605,17 +655,24 @@ async fn call(sh: Arc<Shared>, sock: Arc<UdpSocket>, i: usize, k: usize) -> Resu
     let result = async {
         let ok = transact(&sock, &mut rx, &invite, next, "INVITE").await?;
         if status_of(&ok) != Some(200) {
-            return Err(format!("{user}: INVITE answered {}", ok.lines().next().unwrap_or("")));
+            return Err(format!(
+                "{user}: INVITE answered {}",
+                ok.lines().next().unwrap_or("")
+            ));
         }
         let to = header(&ok, "To", Some("t")).unwrap_or("").to_string();
-        let remote = header(&ok, "Contact", Some("m")).map(|v| uri_of(v).to_string()).unwrap_or_default();
+        let remote = header(&ok, "Contact", Some("m"))
+            .map(|v| uri_of(v).to_string())
+            .unwrap_or_default();
         let mut rr = all_values(&ok, "Record-Route", None);
         rr.reverse();
         let dst = match rr.first() {
             Some(r) => addr_of(uri_of(r)),
             None => addr_of(&remote),
         }
-        .ok_or(format!("{user}: no next hop for ACK/BYE (Contact {remote}, RR {rr:?})"))?;
+        .ok_or(format!(
+            "{user}: no next hop for ACK/BYE (Contact {remote}, RR {rr:?})"
+        ))?;
         let routes: String = rr.iter().map(|r| format!("Route: {r}\r\n")).collect();
         let in_dialog = |method: &str, n: u32| {
             format!(
@@ -633,7 +690,10 @@ async fn call(sh: Arc<Shared>, sock: Arc<UdpSocket>, i: usize, k: usize) -> Resu
         let _ = sock.send_to(in_dialog("ACK", 2).as_bytes(), dst).await;
         let bye = transact(&sock, &mut rx, &in_dialog("BYE", 2), dst, "BYE").await?;
         if status_of(&bye) != Some(200) {
-            return Err(format!("{user}: BYE answered {}", bye.lines().next().unwrap_or("")));
+            return Err(format!(
+                "{user}: BYE answered {}",
+                bye.lines().next().unwrap_or("")
+            ));
         }
         Ok(())
     }
@@ -686,7 +746,10 @@ fn result(key: &str, v: impl std::fmt::Display) {
 
 fn main() {
     let cfg = parse_args();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let code = rt.block_on(run(cfg));
     std::process::exit(code);
 }
@@ -705,7 +768,10 @@ async fn run(cfg: Cfg) -> i32 {
         let _ = s.set_recv_buffer_size(8 << 20);
         let _ = s.set_send_buffer_size(8 << 20);
         if let Err(e) = s.bind(&cfg.registrar.into()) {
-            eprintln!("wss_clients: cannot bind the registrar on {}: {e}", cfg.registrar);
+            eprintln!(
+                "wss_clients: cannot bind the registrar on {}: {e}",
+                cfg.registrar
+            );
             return 2;
         }
         s.set_nonblocking(true).unwrap();
@@ -762,10 +828,16 @@ async fn run(cfg: Cfg) -> i32 {
     let reg_secs = t0.elapsed().as_secs_f64();
     // the generator's own CPU use over the phase: near 100 % means the rate is its limit
     let g1 = memory(&self_pid).ticks;
-    result("gen_cpu_pct_reg", format!("{:.0}", (g1 - g0) as f64 / reg_secs));
+    result(
+        "gen_cpu_pct_reg",
+        format!("{:.0}", (g1 - g0) as f64 / reg_secs),
+    );
     let reg_ok = c.reg_ok.load(Relaxed);
     let reg_failed = n - reg_ok;
-    eprintln!("registered {reg_ok}/{n} in {reg_secs:.1} s ({:.0}/s)", reg_ok as f64 / reg_secs);
+    eprintln!(
+        "registered {reg_ok}/{n} in {reg_secs:.1} s ({:.0}/s)",
+        reg_ok as f64 / reg_secs
+    );
     result("reg_ok", reg_ok);
     result("reg_failed", reg_failed);
     result("reg_secs", format!("{reg_secs:.2}"));
@@ -782,24 +854,45 @@ async fn run(cfg: Cfg) -> i32 {
     result("mem1_hwm_kb", m1.hwm);
     result("mem1_pss_kb", m1.pss);
     // proxy CPU per connect + TLS + WebSocket upgrade + REGISTER (ticks are 10 ms)
-    result("cpu_ms_per_reg", format!("{:.3}", (m1.ticks - m0.ticks) as f64 * 10.0 / reg_ok.max(1) as f64));
+    result(
+        "cpu_ms_per_reg",
+        format!(
+            "{:.3}",
+            (m1.ticks - m0.ticks) as f64 * 10.0 / reg_ok.max(1) as f64
+        ),
+    );
 
     // 2. every client registers again over its open connection
     let t1 = Instant::now();
     let _ = phase_tx.send(Phase::ReRegister);
-    while c.redone.load(Relaxed) < reg_ok && Instant::now() < deadline && t1.elapsed() < Duration::from_secs(n / 200 + 60) {
+    while c.redone.load(Relaxed) < reg_ok
+        && Instant::now() < deadline
+        && t1.elapsed() < Duration::from_secs(n / 200 + 60)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rereg_secs = t1.elapsed().as_secs_f64();
-    result("gen_cpu_pct_rereg", format!("{:.0}", (memory(&self_pid).ticks - g1) as f64 / rereg_secs));
+    result(
+        "gen_cpu_pct_rereg",
+        format!("{:.0}", (memory(&self_pid).ticks - g1) as f64 / rereg_secs),
+    );
     let rereg_ok = c.rereg_ok.load(Relaxed);
     eprintln!("re-registered {rereg_ok}/{reg_ok} in {rereg_secs:.1} s");
     result("rereg_ok", rereg_ok);
     result("rereg_failed", reg_ok - rereg_ok);
-    result("rereg_per_s", format!("{:.0}", rereg_ok as f64 / rereg_secs));
+    result(
+        "rereg_per_s",
+        format!("{:.0}", rereg_ok as f64 / rereg_secs),
+    );
     let _ = phase_tx.send(Phase::Idle);
     let m_r = memory(&cfg.pids);
-    result("cpu_ms_per_rereg", format!("{:.3}", (m_r.ticks - m1.ticks) as f64 * 10.0 / rereg_ok.max(1) as f64));
+    result(
+        "cpu_ms_per_rereg",
+        format!(
+            "{:.3}",
+            (m_r.ticks - m1.ticks) as f64 * 10.0 / rereg_ok.max(1) as f64
+        ),
+    );
 
     // 3. calls from the registrar's side to a sample of the users
     let k = cfg.calls.min(cfg.n);
@@ -861,17 +954,43 @@ async fn run(cfg: Cfg) -> i32 {
     result("mem3_rss_kb", m3.rss);
     result("mem3_hwm_kb", m3.hwm);
     result("mem3_pss_kb", m3.pss);
-    let per = |a: u64, b: u64| if n > 0 { (a as f64 - b as f64) * 1024.0 / n as f64 } else { 0.0 };
-    result("per_client_rss_bytes", format!("{:.0}", per(m2.rss, m0.rss)));
-    result("per_client_pss_bytes", format!("{:.0}", per(m2.pss, m0.pss)));
-    result("per_client_hwm_bytes", format!("{:.0}", per(m2.hwm, m0.rss)));
+    let per = |a: u64, b: u64| {
+        if n > 0 {
+            (a as f64 - b as f64) * 1024.0 / n as f64
+        } else {
+            0.0
+        }
+    };
+    result(
+        "per_client_rss_bytes",
+        format!("{:.0}", per(m2.rss, m0.rss)),
+    );
+    result(
+        "per_client_pss_bytes",
+        format!("{:.0}", per(m2.pss, m0.pss)),
+    );
+    result(
+        "per_client_hwm_bytes",
+        format!("{:.0}", per(m2.hwm, m0.rss)),
+    );
     let lost = c.lost.load(Relaxed);
     result("connections_lost", lost);
     result("keepalive_pings_sent", c.pings.load(Relaxed));
     result("registrar_registers", c.registrar_regs.load(Relaxed));
-    result("elapsed_secs", format!("{:.1}", t_start.elapsed().as_secs_f64()));
-    let ok = reg_failed == 0 && rereg_ok == reg_ok && calls_ok == k as u64 && lost == 0
-        && c.wrong_conn.load(Relaxed) == 0 && c.acks.load(Relaxed) == k as u64;
+    result(
+        "elapsed_secs",
+        format!("{:.1}", t_start.elapsed().as_secs_f64()),
+    );
+    let ok = reg_failed == 0
+        && rereg_ok == reg_ok
+        && calls_ok == k as u64
+        && lost == 0
+        && c.wrong_conn.load(Relaxed) == 0
+        && c.acks.load(Relaxed) == k as u64;
     result("all_ok", ok);
-    if ok { 0 } else { 1 }
+    if ok {
+        0
+    } else {
+        1
+    }
 }
