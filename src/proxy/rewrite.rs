@@ -7,7 +7,7 @@
 
 use super::contact_token::{TokenKey, PARAM};
 use crate::routing::{LocalIdentity, Source};
-use crate::sip::header::{iter_values, split_values};
+use crate::sip::header::iter_values;
 use crate::sip::uri::{find_param, NameAddr, SipUri};
 use crate::sip::via::Via;
 use crate::sip::{HeaderName, Rewrite, SipMessage, Transport};
@@ -210,25 +210,25 @@ fn rewrite_contacts(
             continue;
         }
         let value = msg.value(h);
-        let mut changed = false;
-        let parts: Vec<String> = split_values(value)
-            .into_iter()
-            .map(|r| {
-                let v = &value[r];
-                let new = NameAddr::parse(v)
-                    .ok()
-                    .and_then(|na| na.uri().ok().and_then(|u| f(&na, &u)));
-                match new {
-                    Some(n) => {
-                        changed = true;
-                        n
-                    }
-                    None => v.to_string(),
-                }
-            })
-            .collect();
-        if changed {
-            rw.replace(i, parts.join(", "));
+        // Built only once a value changes: most messages have one Contact, left as is or
+        // rewritten once, and need no list of copies.
+        let mut out: Option<String> = None;
+        let mut copied_up_to = 0;
+        for r in iter_values(value) {
+            let v = &value[r.clone()];
+            let new = NameAddr::parse(v)
+                .ok()
+                .and_then(|na| na.uri().ok().and_then(|u| f(&na, &u)));
+            if let Some(n) = new {
+                let o = out.get_or_insert_with(|| String::with_capacity(value.len() + 96));
+                o.push_str(&value[copied_up_to..r.start]);
+                o.push_str(&n);
+                copied_up_to = r.end;
+            }
+        }
+        if let Some(mut o) = out {
+            o.push_str(&value[copied_up_to..]);
+            rw.replace(i, o);
         }
     }
 }
