@@ -186,6 +186,21 @@ pub struct ConnectionEvents {
     pub closed: Vec<Recipient<FlowClosed>>,
 }
 
+impl ConnectionEvents {
+    /// Tells everyone who keeps state about a connection that it is gone.
+    pub fn report_closed(&self, closed: FlowClosed) {
+        log::debug!(
+            "{} connection {} with {} closed",
+            closed.transport,
+            closed.flow,
+            closed.remote
+        );
+        for r in &self.closed {
+            r.do_send(closed);
+        }
+    }
+}
+
 /// Shutting down: a Router stops taking new transactions (answers them 503) and reports how
 /// many it still has in flight. Sent again to poll until that is 0 or time is up.
 #[derive(Message, Clone, Copy)]

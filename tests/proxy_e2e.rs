@@ -11,26 +11,7 @@ use std::time::Duration;
 
 /// Starts Roundabout on `p.proxy` (UDP and TCP, no TLS/WS) with `extra` flags.
 fn roundabout(p: &Peers, extra: &[&str]) -> Proc {
-    let port = p.proxy.port().to_string();
-    let mut args = vec![
-        "-local-ip",
-        "127.0.0.1",
-        "-udp-port",
-        &port,
-        "-tcp-port",
-        &port,
-        "-tls-port",
-        "0",
-        "-ws-port",
-        "0",
-        "-wss-port",
-        "0",
-    ];
-    args.extend_from_slice(extra);
-    p.roundabout(
-        &args,
-        &[(p.proxy, Transport::Udp), (p.proxy, Transport::Tcp)],
-    )
+    p.roundabout_udp_tcp(extra)
 }
 
 fn trusted(addr: SocketAddr, t: Transport) -> String {

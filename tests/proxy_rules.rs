@@ -5,33 +5,14 @@
 
 mod common;
 
-use common::{Peers, Proc, Transport};
+use common::{Peers, Proc};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+/// Roundabout on UDP and TCP with -strict-host and `extra` flags.
 fn roundabout(p: &Peers, extra: &[&str]) -> Proc {
-    let port = p.proxy.port().to_string();
-    let mut args = vec![
-        "-local-ip",
-        "127.0.0.1",
-        "-udp-port",
-        &port,
-        "-tcp-port",
-        &port,
-        "-tls-port",
-        "0",
-        "-ws-port",
-        "0",
-        "-wss-port",
-        "0",
-        "-strict-host",
-    ];
-    args.extend_from_slice(extra);
-    p.roundabout(
-        &args,
-        &[(p.proxy, Transport::Udp), (p.proxy, Transport::Tcp)],
-    )
+    p.roundabout_udp_tcp(&[&["-strict-host"][..], extra].concat())
 }
 
 fn udp(addr: SocketAddr) -> UdpSocket {

@@ -11,7 +11,7 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{Peers, Proc, Transport};
+use common::{Peers, Proc};
 use roundabout::sip::framing::{SipStreamCodec, StreamFrame};
 use roundabout::sip::{HeaderName, SipMessage};
 use std::net::{SocketAddr, UdpSocket};
@@ -202,28 +202,8 @@ fn outcome_of(
 }
 
 fn start(p: &Peers) -> Proc {
-    let port = p.proxy.port().to_string();
     let server = format!("{}:{TORTURE_HOSTS}:{}:udp:", p.uas.ip(), p.uas.port());
-    p.roundabout(
-        &[
-            "-local-ip",
-            "127.0.0.1",
-            "-udp-port",
-            &port,
-            "-tcp-port",
-            &port,
-            "-tls-port",
-            "0",
-            "-ws-port",
-            "0",
-            "-wss-port",
-            "0",
-            "-strict-host",
-            "-trusted-server",
-            &server,
-        ],
-        &[(p.proxy, Transport::Udp)],
-    )
+    p.roundabout_udp_tcp(&["-strict-host", "-trusted-server", &server])
 }
 
 /// Alive, no panic in its log, and still answering an OPTIONS; then stopped.

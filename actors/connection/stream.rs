@@ -177,18 +177,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Actor for StreamConnection<S> 
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        debug!(
-            "{} connection {} with {} closed",
-            self.transport, self.flow, self.remote
-        );
-        let closed = FlowClosed {
+        self.events.report_closed(FlowClosed {
             flow: self.flow,
             transport: self.transport,
             remote: self.remote,
-        };
-        for r in &self.events.closed {
-            r.do_send(closed);
-        }
+        });
     }
 }
 

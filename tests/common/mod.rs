@@ -158,6 +158,31 @@ impl Peers {
         proc
     }
 
+    /// Starts `roundabout` on `self.proxy` for UDP and TCP only (TLS and WebSocket
+    /// listeners off), `-local-ip 127.0.0.1`, with `extra` flags; waits until both listen.
+    pub fn roundabout_udp_tcp(&self, extra: &[&str]) -> Proc {
+        let port = self.proxy.port().to_string();
+        let mut args = vec![
+            "-local-ip",
+            "127.0.0.1",
+            "-udp-port",
+            &port,
+            "-tcp-port",
+            &port,
+            "-tls-port",
+            "0",
+            "-ws-port",
+            "0",
+            "-wss-port",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        self.roundabout(
+            &args,
+            &[(self.proxy, Transport::Udp), (self.proxy, Transport::Tcp)],
+        )
+    }
+
     /// Starts the Kamailio registrar (`tests/peers/kamailio-registrar.cfg`) on `addr`, UDP
     /// and TCP, and waits until it answers an OPTIONS. `defines` are passed as `-A`, e.g.
     /// `NO_INVITE_AUTH`.
