@@ -53,10 +53,15 @@ pub const MAX_UNANSWERED: u8 = 2;
 const SIP: &str = "sip";
 
 /// The WebSocket limits for SIP: messages and frames of at most `max_message` bytes.
+/// tungstenite's default buffers are 128 KiB each per connection, which with tens of
+/// thousands of idle clients is most of the proxy's memory: SIP messages are a few KB, so
+/// the read buffer starts at 4 KiB (it grows for a larger message) and writes go out at once.
 pub fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
 }
 
 /// What the WS and WSS listeners accept.
