@@ -48,7 +48,9 @@ pub struct Router {
     ack_ruri: bool,
     peers: RouterPeers,
     branches: BranchGenerator,
-    txs: HashMap<TxId, ProxyTransaction>,
+    /// Boxed: the table grows to hundreds of thousands of entries (32 s linger), and a
+    /// rehash then moves pointers, not whole records, so it does not stall the shard.
+    txs: HashMap<TxId, Box<ProxyTransaction>>,
     by_key: HashMap<ServerKey, TxId>,
     by_branch: HashMap<String, TxId>,
     next_id: TxId,
@@ -319,7 +321,7 @@ impl Router {
             retransmit_interval: T1,
         };
         self.by_key.insert(key, id);
-        self.txs.insert(id, tx);
+        self.txs.insert(id, Box::new(tx));
         id
     }
 
