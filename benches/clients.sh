@@ -10,8 +10,10 @@
 #          --calls K (sampled users called; default 200), --keep (keep the raw logs dir).
 # Needs: kamailio with kamailio-tls-modules and kamailio-websocket-modules, openssl, taskset,
 #        ss; the file-descriptor limit is raised with `ulimit -n 200000` (root with
-#        CAP_SYS_RESOURCE); when the hard limit cannot be raised, a size that does not fit is
-#        run at the largest one that does, and the table says so.
+#        CAP_SYS_RESOURCE). When the hard limit cannot be raised and N does not fit in one
+#        process, K instances of the proxy (each its own address, registrar port and
+#        generator process) carry the N clients between them on the same core, all connected
+#        at the same time, and the table says so ("roundabout (3 processes)").
 #
 # What runs, for each proxy and size N (a fresh proxy each time):
 #   target/release/examples/wss_clients (examples/wss_clients.rs, CPU 1) opens N WSS
@@ -72,6 +74,8 @@ done
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 FD_LIMIT=$(ulimit -n)
 MAX_N=$(( (FD_LIMIT - 500) / 1000 * 1000 ))
+# (for trying the K-process path on a small N: BENCH_MAX_PER_PROCESS=1000)
+MAX_N=${BENCH_MAX_PER_PROCESS:-$MAX_N}
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 RUN=$ROOT/target/bench/clients-$STAMP-$MODE
@@ -150,64 +154,120 @@ require_certificate = no
 EOF
 
 PROXY_PID="" PROXY_WSS=""
-start_proxy() { # $1 proxy, $2 dir, $3 max connections
+# instance J of a proxy: its own loopback address (127.0.3.1, .11, .21... for Roundabout;
+# .5, .15, .25... for Kamailio) and its own registrar port (PORT_REG + J)
+start_proxy() { # $1 proxy, $2 dir, $3 max connections, $4 instance J
+    local j=${4:-0} ip
     mkdir -p "$2"
     if [ "$1" = roundabout ]; then
-        PROXY_WSS=$IP_RBT:$PORT_WSS
-        (cd "$2" && exec taskset -c 0 "$RUN/roundabout" -local-ip $IP_RBT \
+        ip=127.0.3.$((1 + 10 * j))
+        PROXY_WSS=$ip:$PORT_WSS
+        (cd "$2" && exec taskset -c 0 "$RUN/roundabout" -local-ip $ip \
             -udp-port $PORT_RBT_UDP -tcp-port 0 -tls-port 0 -ws-port 0 -wss-port $PORT_WSS \
-            -strict-host -trusted-server "$IP_REG::$PORT_REG:udp:" \
+            -strict-host -trusted-server "$IP_REG::$((PORT_REG + j)):udp:" \
             -max-connections 0 -max-connections-per-ip 0 -pike-limit 0 -log-level warn \
             >"$2/proxy.log" 2>&1) &
         PROXY_PID=$!
         STARTED+=("$PROXY_PID")
-        wait_listen udp $IP_RBT:$PORT_RBT_UDP && wait_listen tcp $PROXY_WSS || {
+        wait_listen udp $ip:$PORT_RBT_UDP && wait_listen tcp $PROXY_WSS || {
             say "!! roundabout did not start"; tail -5 "$2/proxy.log"; return 1; }
     else
-        PROXY_WSS=$IP_KAM:$PORT_WSS
+        ip=127.0.3.$((5 + 10 * j))
+        PROXY_WSS=$ip:$PORT_WSS
         (cd "$2" && exec taskset -c 0 kamailio -f "$ROOT/benches/kamailio-wss.cfg" -DD -E \
             -m 6144 -M 32 -w "$2" -Y "$2" -P "$2/kamailio.pid" \
             -A "TLS_CFG=\"$KDIR/tls.cfg\"" -A "MAX_CONN=$(( $3 + 1000 ))" \
-            -l udp:$IP_KAM:$PORT_KAM_UDP -l tls:$PROXY_WSS >"$2/proxy.log" 2>&1) &
+            -l udp:$ip:$PORT_KAM_UDP -l tls:$PROXY_WSS >"$2/proxy.log" 2>&1) &
         PROXY_PID=$!
         STARTED+=("$PROXY_PID")
-        wait_listen udp $IP_KAM:$PORT_KAM_UDP && wait_listen tcp $PROXY_WSS || {
+        wait_listen udp $ip:$PORT_KAM_UDP && wait_listen tcp $PROXY_WSS || {
             say "!! kamailio did not start"; tail -5 "$2/proxy.log"; return 1; }
     fi
     sleep 1.5 # let it finish starting (Kamailio forks its workers)
 }
+# server-side WSS connections established right now, over every instance
+established() { ss -Htn state established "( sport = :$PORT_WSS )" 2>/dev/null | wc -l; }
 
 declare -A R
 ROWS=()
-bench_one() { # $1 proxy, $2 requested N
-    local proxy=$1 want=$2 n=$2 note="" dir
-    if [ "$n" -gt "$MAX_N" ]; then
-        n=$MAX_N
-        note="ran $n, not $want: the file-descriptor hard limit is $FD_LIMIT (ulimit -n 200000 refused: no CAP_SYS_RESOURCE here)"
-    fi
-    local key="$proxy/$want"
-    dir=$RUN/$proxy-$n
-    say "== $proxy, N = $n$([ -n "$note" ] && echo " ($note)")"
-    start_proxy "$proxy" "$dir" "$n" || { R[$key.note]="did not start"; ROWS+=("$key"); return; }
-    local pids c0 c1 w0 w1 rc
-    pids=$(tree_pids $PROXY_PID | tr ' ' ',')
+# One row: N clients against one proxy. One process may hold at most FD_LIMIT open files;
+# when N needs more, K instances of the proxy (each its own address, registrar and
+# generator) carry N between them on the same core, all clients connected at the same time.
+bench_one() { # $1 proxy, $2 N
+    local proxy=$1 n=$2 key="$1/$2" dir=$RUN/$1-$2
+    local k=$(( (n + MAX_N - 1) / MAX_N )) j size note="" pids c0 c1 w0 w1 i
+    local -a ppid gpid sizes
+    [ "$k" -gt 1 ] && note="$k $proxy processes on the same core carried the $n clients (about $(( n / k )) each), all connected at once: one process may hold at most $FD_LIMIT open files here (hard limit; ulimit -n 200000 refused, no CAP_SYS_RESOURCE). With a higher limit the script runs one process."
+    say "== $proxy, N = $n$([ "$k" -gt 1 ] && echo " in $k processes")"
+    rm -f "$dir/release"
+    for ((j = 0; j < k; j++)); do
+        sizes[j]=$(( n / k + (j < n % k ? 1 : 0) ))
+        start_proxy "$proxy" "$dir/i$j" "${sizes[j]}" "$j" || {
+            R[$key.note]="did not start"; ROWS+=("$key")
+            for i in "${ppid[@]}"; do stop_pid "$i"; done; return; }
+        ppid[j]=$PROXY_PID
+        R[$key.wss$j]=$PROXY_WSS
+    done
     c0=$(cpu_busy 0) w0=$(date +%s%N)
-    timeout $(( n / 50 + 300 )) taskset -c 1 "$RUN/wss_clients" -n "$n" --proxy "$PROXY_WSS" \
-        --registrar $IP_REG:$PORT_REG --sources $SOURCES --concurrency 200 --calls "$CALLS" \
-        --pids "$pids" --settle 3 --hold "$HOLD" --timeout $(( n / 50 + 240 )) \
-        >"$dir/gen.out" 2>"$dir/gen.err"
-    rc=$?
+    for ((j = 0; j < k; j++)); do
+        size=${sizes[j]}
+        pids=$(tree_pids "${ppid[j]}" | tr ' ' ',')
+        ( timeout $(( n / 50 + 300 )) taskset -c 1 "$RUN/wss_clients" -n "$size" \
+            --proxy "${R[$key.wss$j]}" --registrar $IP_REG:$((PORT_REG + j)) --sources $SOURCES \
+            --concurrency 200 --calls $(( CALLS / k + (j < CALLS % k ? 1 : 0) )) --pids "$pids" --settle 3 --hold "$HOLD" \
+            --timeout $(( n / 50 + 240 )) --ready-file "$dir/i$j/ready" \
+            --release-file "$dir/release" >"$dir/i$j/gen.out" 2>"$dir/i$j/gen.err"
+          echo $? >"$dir/i$j/gen.rc" ) &
+        gpid[j]=$!
+        STARTED+=("${gpid[j]}")
+    done
+    # every generator has registered its clients and read its proxy's memory: count the
+    # connections all proxies hold at this moment, then let the generators finish
+    local t_end=$(( $(date +%s) + n / 50 + 250 )) ready
+    while [ "$(date +%s)" -lt $t_end ]; do
+        ready=0
+        for ((j = 0; j < k; j++)); do
+            if [ -e "$dir/i$j/ready" ] || ! kill -0 "${gpid[j]}" 2>/dev/null; then
+                ready=$((ready + 1)); fi
+        done
+        [ $ready = "$k" ] && break
+        sleep 0.5
+    done
+    R[$key.at_once]=$(established)
+    touch "$dir/release"
+    for ((j = 0; j < k; j++)); do wait "${gpid[j]}" 2>/dev/null; done
     c1=$(cpu_busy 0) w1=$(date +%s%N)
+    # sum the instances' results: counts and memory add up; the phases ran concurrently, so
+    # rates add up too; CPU per registration is weighted by registrations
+    local agg
+    agg=$(for ((j = 0; j < k; j++)); do
+            grep '^RESULT ' "$dir/i$j/gen.out"; echo "RESULT rc=$(cat "$dir/i$j/gen.rc" 2>/dev/null || echo 1)"
+          done | awk '
+        { split($2, kv, "="); v[kv[1]] += kv[2]; if (kv[1] == "rc" && kv[2] != 0) rc = kv[2]
+          if (kv[1] == "reg_ok") ro = kv[2]; if (kv[1] == "rereg_ok") rro = kv[2]
+          if (kv[1] == "cpu_ms_per_reg") creg += kv[2] * ro
+          if (kv[1] == "cpu_ms_per_rereg") crereg += kv[2] * rro
+          if (kv[1] == "all_ok") allok = allok (allok == "" ? "" : ",") kv[2] }
+        END {
+          for (x in v) if (x !~ /^(cpu_ms_per_|per_client_|all_ok|rc$|reg_secs|rereg_secs|elapsed)/) printf "%s=%s\n", x, v[x]
+          printf "rc=%d\nall_ok=%s\n", rc, allok
+          printf "cpu_ms_per_reg=%.3f\n", v["reg_ok"] ? creg / v["reg_ok"] : 0
+          printf "cpu_ms_per_rereg=%.3f\n", v["rereg_ok"] ? crereg / v["rereg_ok"] : 0
+          printf "per_client_rss_bytes=%.0f\n", v["n"] ? (v["mem2_rss_kb"] - v["mem0_rss_kb"]) * 1024 / v["n"] : 0
+          printf "per_client_pss_bytes=%.0f\n", v["n"] ? (v["mem2_pss_kb"] - v["mem0_pss_kb"]) * 1024 / v["n"] : 0
+        }')
     local r
-    while read -r _ r; do R[$key.${r%%=*}]=${r#*=}; done < <(grep '^RESULT ' "$dir/gen.out")
-    R[$key.rc]=$rc R[$key.n]=$n R[$key.note]=$note
+    while read -r r; do R[$key.${r%%=*}]=${r#*=}; done <<<"$agg"
+    R[$key.n]=$n R[$key.k]=$k R[$key.note]=$note
     R[$key.load]=$(cut -d' ' -f1-3 /proc/loadavg)
     R[$key.cpu0]=$(awk -v b=$((c1 - c0)) -v w0=$w0 -v w1=$w1 -v hz="$(getconf CLK_TCK)" \
         'BEGIN{printf "%.0f", b / hz / ((w1 - w0) / 1e9) * 100}')
     ROWS+=("$key")
-    grep -v '^RESULT' "$dir/gen.err" | tail -8 | sed 's/^/   /' | tee -a "$LOG"
-    say "   rc $rc: registered ${R[$key.reg_ok]:-?}/$n (${R[$key.reg_per_s]:-?}/s), re-registered ${R[$key.rereg_ok]:-?} (${R[$key.rereg_per_s]:-?}/s), calls ${R[$key.calls_ok]:-?}/${R[$key.calls]:-?}, per client RSS ${R[$key.per_client_rss_bytes]:-?} B PSS ${R[$key.per_client_pss_bytes]:-?} B, lost ${R[$key.connections_lost]:-?}; CPU 0 busy ${R[$key.cpu0]}%"
-    stop_pid $PROXY_PID
+    for ((j = 0; j < k; j++)); do
+        grep -v '^RESULT' "$dir/i$j/gen.err" | tail -8 | sed "s/^/   [$j] /" | tee -a "$LOG"
+    done
+    say "   rc ${R[$key.rc]}: registered ${R[$key.reg_ok]:-?}/$n (${R[$key.reg_per_s]:-?}/s), connected at once ${R[$key.at_once]}, re-registered ${R[$key.rereg_ok]:-?} (${R[$key.rereg_per_s]:-?}/s), calls ${R[$key.calls_ok]:-?}/${R[$key.calls]:-?}, per client RSS ${R[$key.per_client_rss_bytes]:-?} B PSS ${R[$key.per_client_pss_bytes]:-?} B, lost ${R[$key.connections_lost]:-?}; CPU 0 busy ${R[$key.cpu0]}%"
+    for i in "${ppid[@]}"; do stop_pid "$i"; done
     # the generator's connections linger in TIME_WAIT a while; the proxy's sockets must be gone
     sleep 2
 }
@@ -243,16 +303,17 @@ echo "- pinning: proxy on CPU 0 (taskset), generator + registrar (examples/wss_c
 echo "- per client: TCP + TLS (self-signed P-256 certificate) + WebSocket (sip) from 127.0.1.1-8, REGISTER through the proxy to a UDP registrar (200, Contact echoed, expires 3600), one re-REGISTER over the open connection, WebSocket ping every 25 s; then $CALLS sampled users called from the registrar (INVITE/200/ACK/BYE/200)"
 echo "- command: \`bash benches/clients.sh$([ $QUICK = 1 ] && echo ' --quick')\`"
 echo
-echo "| proxy | clients N | registered / failed | registrations/s (connect+TLS+WS+REGISTER) | proxy CPU ms per registration | registrations/s per core est. | re-REGISTER/s | proxy CPU ms per re-REGISTER | calls answered on the right connection | connections lost | proxy RSS idle -> connected (MiB) | RSS per client (KiB) | PSS per client (KiB) | load avg / CPU 0 busy |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| proxy | clients N | registered / failed | connected at once | registrations/s (connect+TLS+WS+REGISTER) | proxy CPU ms per registration | registrations/s per core est. | re-REGISTER/s | proxy CPU ms per re-REGISTER | calls answered on the right connection | connections lost | proxy RSS idle -> connected (MiB) | RSS per client (KiB) | PSS per client (KiB) | load avg / CPU 0 busy |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for key in "${ROWS[@]}"; do
     proxy=${key%/*}
-    echo "| $proxy | ${R[$key.n]:-${key#*/}} | ${R[$key.reg_ok]:--} / ${R[$key.reg_failed]:--} | $(bound "${R[$key.reg_per_s]:--}" "${R[$key.gen_cpu_pct_reg]:-0}") | ${R[$key.cpu_ms_per_reg]:--} | $(est "${R[$key.cpu_ms_per_reg]:-}") | $(bound "${R[$key.rereg_per_s]:--}" "${R[$key.gen_cpu_pct_rereg]:-0}") | ${R[$key.cpu_ms_per_rereg]:--} | ${R[$key.calls_ok]:--} / ${R[$key.calls]:--} | ${R[$key.connections_lost]:--} | $(mib "${R[$key.mem0_rss_kb]:-}") -> $(mib "${R[$key.mem2_rss_kb]:-}") | $(kib "${R[$key.per_client_rss_bytes]:-}") | $(kib "${R[$key.per_client_pss_bytes]:-}") | ${R[$key.load]:--} / ${R[$key.cpu0]:--} % |"
+    label=$proxy; [ "${R[$key.k]:-1}" -gt 1 ] && label="$proxy (${R[$key.k]} processes)"
+    echo "| $label | ${R[$key.n]:-${key#*/}} | ${R[$key.reg_ok]:--} / ${R[$key.reg_failed]:--} | ${R[$key.at_once]:--} | $(bound "${R[$key.reg_per_s]:--}" "${R[$key.gen_cpu_pct_reg]:-0}") | ${R[$key.cpu_ms_per_reg]:--} | $(est "${R[$key.cpu_ms_per_reg]:-}") | $(bound "${R[$key.rereg_per_s]:--}" "${R[$key.gen_cpu_pct_rereg]:-0}") | ${R[$key.cpu_ms_per_rereg]:--} | ${R[$key.calls_ok]:--} / ${R[$key.calls]:--} | ${R[$key.connections_lost]:--} | $(mib "${R[$key.mem0_rss_kb]:-}") -> $(mib "${R[$key.mem2_rss_kb]:-}") | $(kib "${R[$key.per_client_rss_bytes]:-}") | $(kib "${R[$key.per_client_pss_bytes]:-}") | ${R[$key.load]:--} / ${R[$key.cpu0]:--} % |"
 done
 for n in ${SIZES//,/ }; do
     r=roundabout/$n k=kamailio/$n
     [ -n "${R[$r.reg_ok]:-}" ] && [ -n "${R[$k.reg_ok]:-}" ] || continue
-    echo "| **Roundabout / Kamailio** | ${R[$r.n]} | | $(rbound "${R[$r.reg_per_s]}" "${R[$k.reg_per_s]}" "${R[$r.gen_cpu_pct_reg]:-0}" "${R[$k.gen_cpu_pct_reg]:-0}") | $(ratio "${R[$r.cpu_ms_per_reg]}" "${R[$k.cpu_ms_per_reg]}") | $(ratio "$(est "${R[$r.cpu_ms_per_reg]}")" "$(est "${R[$k.cpu_ms_per_reg]}")") | $(rbound "${R[$r.rereg_per_s]}" "${R[$k.rereg_per_s]}" "${R[$r.gen_cpu_pct_rereg]:-0}" "${R[$k.gen_cpu_pct_rereg]:-0}") | $(ratio "${R[$r.cpu_ms_per_rereg]}" "${R[$k.cpu_ms_per_rereg]}") | | | | $(ratio "${R[$r.per_client_rss_bytes]}" "${R[$k.per_client_rss_bytes]}") | $(ratio "${R[$r.per_client_pss_bytes]}" "${R[$k.per_client_pss_bytes]}") | |"
+    echo "| **Roundabout / Kamailio** | ${R[$r.n]} | | | $(rbound "${R[$r.reg_per_s]}" "${R[$k.reg_per_s]}" "${R[$r.gen_cpu_pct_reg]:-0}" "${R[$k.gen_cpu_pct_reg]:-0}") | $(ratio "${R[$r.cpu_ms_per_reg]}" "${R[$k.cpu_ms_per_reg]}") | $(ratio "$(est "${R[$r.cpu_ms_per_reg]}")" "$(est "${R[$k.cpu_ms_per_reg]}")") | $(rbound "${R[$r.rereg_per_s]}" "${R[$k.rereg_per_s]}" "${R[$r.gen_cpu_pct_rereg]:-0}" "${R[$k.gen_cpu_pct_rereg]:-0}") | $(ratio "${R[$r.cpu_ms_per_rereg]}" "${R[$k.cpu_ms_per_rereg]}") | | | | $(ratio "${R[$r.per_client_rss_bytes]}" "${R[$k.per_client_rss_bytes]}") | $(ratio "${R[$r.per_client_pss_bytes]}" "${R[$k.per_client_pss_bytes]}") | |"
 done
 echo
 echo "How to read it: \"registered / failed\" counts first registrations (a failure is a refused"
@@ -270,6 +331,11 @@ echo "re-REGISTER). \"generator-bound\": the generator (one thread on CPU 1, TLS
 echo "included) used >= ${GEN_BOUND} % of its CPU during the phase, so the proxy's own ceiling is"
 echo "higher: compare the proxy's CPU per registration instead. \"per core est.\" = 1000 / proxy"
 echo "CPU ms per registration: the rate at which the proxy would fill its core."
+echo "Connected at once: the proxy-side WSS connections in state ESTABLISHED (ss), counted when"
+echo "every generator had registered its clients and read the memory. Where a row says"
+echo "\"K processes\", one process could not hold N connections here (open-files limit"
+echo "$FD_LIMIT): K instances on the same core, each with N/K clients, and the counts, rates,"
+echo "CPU and memory above are their sums (per-client figures divide by N)."
 for key in "${ROWS[@]}"; do
     [ -n "${R[$key.note]:-}" ] && echo "- note $key: ${R[$key.note]}"
     [ "${R[$key.rc]:-1}" != 0 ] && echo "- note $key: generator exit code ${R[$key.rc]:-?} (all_ok=${R[$key.all_ok]:-?}; fail: connect ${R[$key.fail_connect]:-?}, TLS ${R[$key.fail_tls]:-?}, WS ${R[$key.fail_ws]:-?}, answer ${R[$key.fail_reg_answer]:-?}, timeout ${R[$key.fail_reg_timeout]:-?}; re-register failed ${R[$key.rereg_failed]:-?})"

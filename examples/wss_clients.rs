@@ -23,7 +23,10 @@
 //! (sampled users called), --call-concurrency [10], --keepalive S [25] (WebSocket ping
 //! interval per client), --expires S [3600], --pids P,P.. (processes whose memory is
 //! measured), --settle S [3] (wait before a memory reading), --hold S [0] (keep every client
-//! connected this long after the calls), --timeout S [600] (bound of the whole run).
+//! connected this long after the calls), --timeout S [600] (bound of the whole run),
+//! --ready-file F and --release-file F (when both are given: after the memory reading, write
+//! F1 and keep every client connected until F2 exists or the run's timeout; the benchmark uses
+//! this to hold several generators' clients connected at once and count them).
 //! Every wait is bounded; the exit code is 0 only when every registration, re-registration
 //! and sampled call succeeded and no connection was lost.
 
@@ -61,6 +64,8 @@ struct Cfg {
     settle: u64,
     hold: u64,
     timeout: u64,
+    ready_file: Option<String>,
+    release_file: Option<String>,
 }
 
 fn parse_args() -> Cfg {
@@ -78,6 +83,8 @@ fn parse_args() -> Cfg {
         settle: 3,
         hold: 0,
         timeout: 600,
+        ready_file: None,
+        release_file: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -124,6 +131,8 @@ fn parse_args() -> Cfg {
             "--settle" => c.settle = num(&v),
             "--hold" => c.hold = num(&v),
             "--timeout" => c.timeout = num(&v),
+            "--ready-file" => c.ready_file = Some(v),
+            "--release-file" => c.release_file = Some(v),
             o => bad(&format!("unknown option {o}")),
         }
         i += 2;
@@ -949,6 +958,16 @@ async fn run(cfg: Cfg) -> i32 {
     if cfg.hold > 0 {
         eprintln!("holding {} s", cfg.hold);
         tokio::time::sleep(Duration::from_secs(cfg.hold)).await;
+    }
+    if let (Some(ready), Some(release)) = (&cfg.ready_file, &cfg.release_file) {
+        // another process counts the connections of every generator at once meanwhile
+        if let Err(e) = std::fs::write(ready, format!("{}\n", c.reg_ok.load(Relaxed))) {
+            eprintln!("wss_clients: cannot write {ready}: {e}");
+        }
+        eprintln!("ready; holding every client until {release} exists");
+        while !std::path::Path::new(release).exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     let m3 = memory(&cfg.pids);
     result("mem3_rss_kb", m3.rss);
