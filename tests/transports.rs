@@ -533,6 +533,84 @@ async fn websocket_handshake_rules() {
     }
 }
 
+/// A plain HTTP request on the WS and WSS ports (a browser opening https://host:8443/ to
+/// accept the certificate) is answered 426 with what the port is, then closed; WebSocket
+/// clients register on those ports as before.
+#[tokio::test]
+async fn plain_http_on_websocket_ports_gets_426() {
+    let peers = Peers::new();
+    let mut registrar = Server::listen(Kind::Udp, peers.uas, None).await;
+    let proxy = proxy_ports(&peers);
+    let roundabout = start_roundabout(&peers, &proxy, &trusted(peers.uas, "", Kind::Udp));
+    let connector = insecure_connector();
+    for kind in [Kind::Ws, Kind::Wss] {
+        let to = proxy.addr(kind);
+        let (mut io, _) = stream_to(kind, UAC_IP.into(), to, &connector).await;
+        let request = format!("GET / HTTP/1.1\r\nHost: {to}\r\nAccept: text/html\r\n\r\n");
+        io.write_all(request.as_bytes()).await.unwrap();
+        let head = http_head(&mut io).await;
+        assert!(
+            head.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+            "{kind:?}: {head}\n{}",
+            roundabout.report()
+        );
+        let lower = head.to_ascii_lowercase();
+        for header in [
+            "upgrade: websocket",
+            "sec-websocket-protocol: sip",
+            "connection: close",
+        ] {
+            assert!(
+                lower.contains(&format!("\r\n{header}\r\n")),
+                "{kind:?}: no {header}: {head}"
+            );
+        }
+        let mut body = Vec::new();
+        let closed = tokio::time::timeout(IO_TIMEOUT, io.read_to_end(&mut body)).await;
+        assert!(closed.is_ok(), "{kind:?}: not closed after the 426");
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("SIP over WebSocket") && body.contains("RFC 7118"),
+            "{kind:?}: {body}"
+        );
+    }
+
+    let mut s = registrar.link().await;
+    for kind in [Kind::Ws, Kind::Wss] {
+        let mut c = Link::connect(kind, UAC_IP.into(), &proxy).await;
+        let user = format!("after-426-{}", kind.name());
+        let register = Request {
+            method: "REGISTER",
+            uri: "sip:127.0.0.3",
+            via: client_via(&c, &user),
+            from: format!("<sip:{user}@127.0.0.3>;tag=r"),
+            to: format!("<sip:{user}@127.0.0.3>"),
+            call_id: &format!("{user}@test"),
+            cseq: 1,
+            headers: vec![
+                format!("Contact: {};expires=600", client_contact(&c, &user)),
+                "Expires: 600".into(),
+            ],
+            body: "",
+        };
+        c.send(&register.render()).await;
+        let reg = s.recv_request("REGISTER").await;
+        assert_roundabout_via(&reg, Kind::Udp, &proxy, 1);
+        let bound = uri_of(&reg.get("Contact"));
+        s.send(&response(
+            &reg,
+            200,
+            "OK",
+            "reg",
+            &[format!("Contact: <{bound}>;expires=600")],
+        ))
+        .await;
+        let ok = c.recv_final().await;
+        assert_eq!(ok.status(), Some(200), "{kind:?}: {ok}");
+        assert_client_vias(&ok, &format!("z9hG4bK{user}"));
+    }
+}
+
 #[tokio::test]
 async fn keepalives_are_answered() {
     let peers = Peers::new();

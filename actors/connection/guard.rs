@@ -292,13 +292,6 @@ impl Pike {
     }
 }
 
-/// When a connection that last heard from its peer at `last` must be looked at again for
-/// the idle timeout, or `None` when it has been idle too long now.
-pub fn idle_check(last: Instant, now: Instant, idle: Duration) -> Option<Duration> {
-    let quiet = now.saturating_duration_since(last);
-    (quiet < idle).then(|| idle - quiet)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,16 +358,5 @@ mod tests {
         assert!((0..100).all(|_| g.admit_request(trusted)));
         let off = Guard::new(limits(0, 0, 0), []);
         assert!((0..100).all(|_| off.admit_request("192.0.2.1".parse().unwrap())));
-    }
-
-    #[test]
-    fn idle_deadline() {
-        let t0 = Instant::now();
-        let idle = Duration::from_secs(10);
-        assert_eq!(
-            idle_check(t0, t0 + Duration::from_secs(4), idle),
-            Some(Duration::from_secs(6))
-        );
-        assert_eq!(idle_check(t0, t0 + idle, idle), None);
     }
 }

@@ -7,11 +7,14 @@
 //! - `ws`: one actor per WS or WSS connection, and the WebSocket handshake rules.
 //! - `tcp`: the listeners of the TCP-based transports (TCP, TLS, WS, WSS) and the connector
 //!   that opens outbound connections of each.
+//! - `flow`: what the `stream` and `ws` actors share: the peer, its announcements to the
+//!   Dispatcher, and the first-message and idle timeouts.
 //! - `guard`: connection caps, flood protection and their counters, shared by all of them.
 //!
 //! Every message goes through [`handle_message`]: flood check, parse, screening; what is
 //! wrong with it is answered (400, 420, 505) or dropped right there, with a log line.
 
+pub mod flow;
 pub mod guard;
 pub mod stream;
 pub mod tcp;
@@ -28,12 +31,6 @@ use bytes::Bytes;
 use guard::Guard;
 use log::info;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-/// An accepted connection that has sent no valid SIP message this long after it was opened
-/// is closed (a port scanner, a stuck client, a half-open socket), so idle sockets cannot
-/// pile up. Connections Roundabout opened are exempt: it speaks first on them.
-pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 static NEXT_FLOW: AtomicU64 = AtomicU64::new(1);
 

@@ -7,36 +7,28 @@
 //! message), sends something that is not SIP, leaves a message unfinished for
 //! `-partial-message-timeout` (slow-loris), or receives nothing at all (not even a
 //! keep-alive) for `-idle-timeout`. An accepted connection that sends no SIP message within
-//! [`FIRST_MESSAGE_TIMEOUT`] is closed too. A request that is SIP but broken is answered on
-//! the connection (see [`handle_message`]), which stays open.
+//! [`FIRST_MESSAGE_TIMEOUT`] is closed too (both timeouts: [`super::flow`]). A request that
+//! is SIP but broken is answered on the connection (see [`handle_message`]), which stays
+//! open.
+//!
+//! [`FIRST_MESSAGE_TIMEOUT`]: super::flow::FIRST_MESSAGE_TIMEOUT
 
-use super::guard::{idle_check, ConnectionSlot};
-use super::{handle_message, Handled, FIRST_MESSAGE_TIMEOUT};
-use crate::actors::messages::{ConnectionEvents, FlowClosed, FlowOpened, RouterPool, SendFrame};
-use crate::routing::{FlowId, Source};
+use super::flow::{self, Flow, FlowActor};
+use super::{handle_message, Handled};
+use crate::actors::messages::{RouterPool, SendFrame};
 use crate::sip::framing::{FrameError, SipStreamCodec, StreamFrame};
-use crate::sip::Transport;
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
-use log::{debug, info};
-use std::net::SocketAddr;
-use std::time::Instant;
+use log::debug;
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio_util::codec::{BytesCodec, Decoder, FramedRead};
 
 pub struct StreamConnection<S: AsyncRead + AsyncWrite + Unpin + 'static> {
-    flow: FlowId,
-    transport: Transport,
-    remote: SocketAddr,
+    /// The peer, and the timeouts (heard: a frame or the start of one).
+    flow: Flow,
     routers: RouterPool,
-    events: ConnectionEvents,
     writer: FramedWrite<Bytes, WriteHalf<S>, BytesCodec>,
-    /// Its place under the connection caps (accepted ones) and in the live count.
-    slot: ConnectionSlot,
-    got_message: bool,
-    /// When the peer last sent anything (a frame or the start of one).
-    last_heard: Instant,
     /// Counts messages begun and not finished, so a slow-loris timer knows whether the
     /// message it watches is still the one unfinished.
     partial: u64,
@@ -78,79 +70,38 @@ impl Decoder for GuardedCodec {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
-    /// Starts the actor on the current arbiter. A `slot` from the guard's
-    /// `admit_connection` marks a connection accepted by a listener: it reports itself to
-    /// the Dispatcher and must send SIP soon; the connector reports outbound ones (with an
-    /// `outbound_slot`) itself.
-    pub fn start(
-        stream: S,
-        flow: FlowId,
-        transport: Transport,
-        remote: SocketAddr,
-        routers: RouterPool,
-        events: ConnectionEvents,
-        slot: ConnectionSlot,
-    ) -> Addr<Self> {
+    /// Starts the actor on the current arbiter (see [`Flow::new`] for accepted and
+    /// outbound connections).
+    pub fn start(stream: S, flow: Flow, routers: RouterPool) -> Addr<Self> {
         StreamConnection::create(move |ctx| {
             let (read, write) = tokio::io::split(stream);
             let codec = GuardedCodec {
                 inner: SipStreamCodec {
-                    max_message: slot.guard().limits().max_stream_message,
+                    max_message: flow.guard().limits().max_stream_message,
                 },
                 partial_reported: false,
             };
             ctx.add_stream(FramedRead::new(read, codec));
             let writer = FramedWrite::new(write, BytesCodec::new(), ctx);
-            if slot.is_accepted() {
-                events.opened.do_send(FlowOpened {
-                    flow,
-                    transport,
-                    remote,
-                    writer: ctx.address().recipient(),
-                });
-            }
+            flow.opened(ctx.address().recipient());
             StreamConnection {
                 flow,
-                transport,
-                remote,
                 routers,
-                events,
                 writer,
-                slot,
-                got_message: false,
-                last_heard: Instant::now(),
                 partial: 0,
                 partial_timer_armed: false,
                 completed: 0,
             }
         })
     }
+}
 
-    /// Closes the connection when it has received nothing for `-idle-timeout`; else looks
-    /// again when that would be the case.
-    fn check_idle(&mut self, ctx: &mut Context<Self>) {
-        let Some(idle) = self.slot.guard().limits().idle_timeout else {
-            return;
-        };
-        match idle_check(self.last_heard, Instant::now(), idle) {
-            Some(after) => {
-                ctx.run_later(after, |act, ctx| act.check_idle(ctx));
-            }
-            None => {
-                info!(
-                    "closing {} connection {} with {}: nothing received for {idle:?} (-idle-timeout)",
-                    self.transport, self.flow, self.remote
-                );
-                ctx.stop();
-            }
-        }
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> FlowActor for StreamConnection<S> {
+    fn flow(&self) -> &Flow {
+        &self.flow
     }
 
-    fn close(&mut self, ctx: &mut Context<Self>, why: &str) {
-        info!(
-            "closing {} connection {} with {}: {why}",
-            self.transport, self.flow, self.remote
-        );
+    fn end(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
     }
 }
@@ -159,29 +110,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Actor for StreamConnection<S> 
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        debug!(
-            "{} connection {} with {} open",
-            self.transport, self.flow, self.remote
-        );
-        if self.slot.is_accepted() {
-            ctx.run_later(FIRST_MESSAGE_TIMEOUT, |act, ctx| {
-                if !act.got_message {
-                    act.close(
-                        ctx,
-                        &format!("no SIP message within {FIRST_MESSAGE_TIMEOUT:?}"),
-                    );
-                }
-            });
-        }
-        self.check_idle(ctx);
+        flow::watch(self, ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.events.report_closed(FlowClosed {
-            flow: self.flow,
-            transport: self.transport,
-            remote: self.remote,
-        });
+        self.flow.closed();
     }
 }
 
@@ -194,7 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
     fn arm_partial_timer(&mut self, ctx: &mut Context<Self>) {
         self.partial_timer_armed = true;
         let watched = self.partial;
-        let limit = self.slot.guard().limits().partial_message_timeout;
+        let limit = self.flow.guard().limits().partial_message_timeout;
         ctx.run_later(limit, move |act, ctx| {
             act.partial_timer_armed = false;
             if act.completed < watched {
@@ -216,7 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Guarded, 
     for StreamConnection<S>
 {
     fn handle(&mut self, item: Result<Guarded, FrameError>, ctx: &mut Context<Self>) {
-        self.last_heard = Instant::now();
+        self.flow.heard();
         let frame = match item {
             Ok(Guarded::Frame(frame)) => frame,
             Ok(Guarded::PartialStarted) => {
@@ -232,15 +165,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Guarded, 
         self.completed = self.partial;
         match frame {
             StreamFrame::Message(bytes) => {
-                let source = Source {
-                    transport: self.transport,
-                    remote: self.remote,
-                    flow: self.flow,
-                };
-                match handle_message(bytes, source, &self.routers, self.slot.guard()) {
-                    Handled::Routed => self.got_message = true,
+                let source = self.flow.source();
+                match handle_message(bytes, source, &self.routers, self.flow.guard()) {
+                    Handled::Routed => self.flow.got_message(),
                     Handled::Answered(answer) => {
-                        self.got_message = true;
+                        self.flow.got_message();
                         self.writer.write(answer);
                     }
                     Handled::Unparseable => self.close(ctx, "not a SIP message"),
@@ -265,7 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> WriteHandler<std::io::Error>
     for StreamConnection<S>
 {
     fn error(&mut self, e: std::io::Error, _: &mut Self::Context) -> Running {
-        debug!("write to {} failed: {e}", self.remote);
+        debug!("write to {} failed: {e}", self.flow.remote());
         Running::Stop
     }
 }

@@ -8,17 +8,22 @@
 //! line and a closed socket for accepted ones. An accepted connection over the caps of the
 //! [`Guard`] (`-max-connections`, `-max-connections-per-ip`) is closed at once.
 
+use super::flow::Flow;
 use super::guard::Guard;
 use super::next_flow_id;
 use super::stream::StreamConnection;
 use super::ws::{self, WsConnection, WsOptions};
-use crate::actors::messages::{ConnectionEvents, Connector, DeliveryError, FlowOpened, RouterPool};
+use crate::actors::messages::{
+    ConnectionEvents, Connector, DeliveryError, FlowOpened, RouterPool, SendFrame,
+};
+use crate::routing::FlowId;
 use crate::sip::Transport;
 use actix::prelude::*;
 use log::{info, warn};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_native_tls::{TlsAcceptor, TlsConnector};
 
@@ -94,17 +99,17 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
             return;
         };
         let _ = stream.set_nodelay(true);
-        let (routers, events) = (self.routers.clone(), self.events.clone());
+        let routers = self.routers.clone();
         let transport = self.upgrade.transport();
-        let flow = next_flow_id();
+        let flow = Flow::new(next_flow_id(), transport, remote, self.events.clone(), slot);
         match self.upgrade.clone() {
             Upgrade::None => {
-                StreamConnection::start(stream, flow, transport, remote, routers, events, slot);
+                StreamConnection::start(stream, flow, routers);
             }
             Upgrade::Tls(acceptor) => {
                 spawn_handshake(transport, remote, CONNECT_TIMEOUT, async move {
                     let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
-                    StreamConnection::start(tls, flow, transport, remote, routers, events, slot);
+                    StreamConnection::start(tls, flow, routers);
                     Ok(())
                 })
             }
@@ -113,7 +118,7 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
                     let ws = ws::accept(stream, options, remote)
                         .await
                         .map_err(|e| e.to_string())?;
-                    WsConnection::start(ws, flow, transport, remote, routers, events, slot);
+                    WsConnection::start(ws, flow, routers);
                     Ok(())
                 })
             }
@@ -126,7 +131,7 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
                     let ws = ws::accept(tls, options, remote)
                         .await
                         .map_err(|e| e.to_string())?;
-                    WsConnection::start(ws, flow, transport, remote, routers, events, slot);
+                    WsConnection::start(ws, flow, routers);
                     Ok(())
                 })
             }
@@ -135,8 +140,8 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
 }
 
 /// Runs an accepted connection's handshake beside the listener, bounded by `limit`; a
-/// failure (a TLS error, an HTTP request that is no WebSocket upgrade...) closes the socket
-/// with a log line.
+/// failure (a TLS error, a refused upgrade, a plain HTTP request answered 426...) closes the
+/// socket with a log line.
 fn spawn_handshake(
     transport: Transport,
     remote: SocketAddr,
@@ -169,7 +174,6 @@ pub fn connector(
     std::rc::Rc::new(move |transport, addr, tls_name| {
         let (routers, events, tls) = (routers.clone(), events.clone(), tls.clone());
         let guard = guard.clone();
-        let max_message = guard.limits().max_stream_message;
         let name = tls_name.unwrap_or_else(|| addr.ip().to_string());
         Box::pin(async move {
             let unreachable = |what: &str, e: String| {
@@ -184,71 +188,33 @@ pub fn connector(
                 .map_err(|e| unreachable("connect", e))?;
             let _ = stream.set_nodelay(true);
             let flow = next_flow_id();
+            let opened = Outbound {
+                flow,
+                transport,
+                addr,
+                routers,
+                events,
+                guard,
+            };
             let writer = match transport {
                 Transport::Udp => unreachable!("handled above"),
-                Transport::Tcp => StreamConnection::start(
-                    stream,
-                    flow,
-                    transport,
-                    addr,
-                    routers,
-                    events,
-                    guard.outbound_slot(),
-                )
-                .recipient(),
-                Transport::Tls => {
+                Transport::Tcp => opened.sip(stream),
+                Transport::Ws => opened
+                    .websocket(stream, &name)
+                    .await
+                    .map_err(|e| unreachable("WebSocket handshake", e))?,
+                Transport::Tls | Transport::Wss => {
                     let tls = bounded(CONNECT_TIMEOUT, tls.connect(&name, stream))
                         .await
                         .map_err(|e| unreachable("TLS handshake", e))?;
-                    StreamConnection::start(
-                        tls,
-                        flow,
-                        transport,
-                        addr,
-                        routers,
-                        events,
-                        guard.outbound_slot(),
-                    )
-                    .recipient()
-                }
-                Transport::Ws => {
-                    let ws = bounded(
-                        ws::HANDSHAKE_TIMEOUT,
-                        ws::connect(stream, &name, addr.port(), false, max_message),
-                    )
-                    .await
-                    .map_err(|e| unreachable("WebSocket handshake", e))?;
-                    WsConnection::start(
-                        ws,
-                        flow,
-                        transport,
-                        addr,
-                        routers,
-                        events,
-                        guard.outbound_slot(),
-                    )
-                    .recipient()
-                }
-                Transport::Wss => {
-                    let tls = bounded(CONNECT_TIMEOUT, tls.connect(&name, stream))
-                        .await
-                        .map_err(|e| unreachable("TLS handshake", e))?;
-                    let ws = bounded(
-                        ws::HANDSHAKE_TIMEOUT,
-                        ws::connect(tls, &name, addr.port(), true, max_message),
-                    )
-                    .await
-                    .map_err(|e| unreachable("WebSocket handshake", e))?;
-                    WsConnection::start(
-                        ws,
-                        flow,
-                        transport,
-                        addr,
-                        routers,
-                        events,
-                        guard.outbound_slot(),
-                    )
-                    .recipient()
+                    if transport == Transport::Tls {
+                        opened.sip(tls)
+                    } else {
+                        opened
+                            .websocket(tls, &name)
+                            .await
+                            .map_err(|e| unreachable("WebSocket handshake", e))?
+                    }
                 }
             };
             Ok(FlowOpened {
@@ -259,6 +225,48 @@ pub fn connector(
             })
         })
     })
+}
+
+/// An outbound connection, once connected (and TLS is up for TLS and WSS): what its actor
+/// needs. One code path for every stream type, plain TCP or TLS.
+struct Outbound {
+    flow: FlowId,
+    transport: Transport,
+    addr: SocketAddr,
+    routers: RouterPool,
+    events: ConnectionEvents,
+    guard: Guard,
+}
+
+impl Outbound {
+    /// TCP and TLS: SIP flows at once.
+    fn sip<S: AsyncRead + AsyncWrite + Unpin + 'static>(self, stream: S) -> Recipient<SendFrame> {
+        let (flow, routers) = self.into_flow();
+        StreamConnection::start(stream, flow, routers).recipient()
+    }
+
+    /// WS and WSS: the WebSocket upgrade (offering `sip`, within [`ws::HANDSHAKE_TIMEOUT`]),
+    /// then SIP. `name` goes into the Host header.
+    async fn websocket<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+        self,
+        stream: S,
+        name: &str,
+    ) -> Result<Recipient<SendFrame>, String> {
+        let secure = self.transport == Transport::Wss;
+        let max_message = self.guard.limits().max_stream_message;
+        let upgrade = ws::connect(stream, name, self.addr.port(), secure, max_message);
+        let ws = bounded(ws::HANDSHAKE_TIMEOUT, upgrade).await?;
+        let (flow, routers) = self.into_flow();
+        Ok(WsConnection::start(ws, flow, routers).recipient())
+    }
+
+    /// The connection's [`Flow`] for its actor; its slot (which counts the connection as
+    /// alive) is taken only now that the connection is up.
+    fn into_flow(self) -> (Flow, RouterPool) {
+        let slot = self.guard.outbound_slot();
+        let flow = Flow::new(self.flow, self.transport, self.addr, self.events, slot);
+        (flow, self.routers)
+    }
 }
 
 /// `fut` within `limit`, its error as text.

@@ -12,15 +12,16 @@
 //! peer that has been silent for [`PING_INTERVAL`] and closes it after [`MAX_UNANSWERED`]
 //! silent intervals (so a peer that trickles a WebSocket frame too slowly to ever finish it
 //! is closed after at most three intervals). An accepted connection that sends no SIP message
-//! within [`super::FIRST_MESSAGE_TIMEOUT`] is closed too, and so is any connection that
-//! receives nothing at all (no message, no ping or pong) for `-idle-timeout`, or sends a
-//! message that is not SIP (binary garbage, text that cannot be answered).
+//! within [`FIRST_MESSAGE_TIMEOUT`] is closed too, and so is any connection that receives
+//! nothing at all (no message, no ping or pong) for `-idle-timeout` (both timeouts:
+//! [`super::flow`]), or sends a message that is not SIP (binary garbage, text that
+//! cannot be answered).
+//!
+//! [`FIRST_MESSAGE_TIMEOUT`]: super::flow::FIRST_MESSAGE_TIMEOUT
 
-use super::guard::{idle_check, ConnectionSlot};
-use super::{handle_message, Handled, FIRST_MESSAGE_TIMEOUT};
-use crate::actors::messages::{ConnectionEvents, FlowClosed, FlowOpened, RouterPool, SendFrame};
-use crate::routing::{FlowId, Source};
-use crate::sip::Transport;
+use super::flow::{self, Flow, FlowActor};
+use super::{handle_message, Handled};
+use crate::actors::messages::{RouterPool, SendFrame};
 use actix::io::{SinkWrite, WriteHandler};
 use actix::prelude::*;
 use async_tungstenite::tokio::TokioAdapter;
@@ -29,12 +30,15 @@ use async_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use async_tungstenite::{WebSocketReceiver, WebSocketSender, WebSocketStream};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use log::{debug, info};
+use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// The default largest WebSocket message (and frame) accepted (`-max-stream-message`): a SIP
 /// message with a big SDP is 3-5 KB; this leaves room and bounds memory per connection.
@@ -176,19 +180,219 @@ fn answer_handshake(
 
 /// Server side of the upgrade on an accepted (TCP or TLS) stream. Not time-bounded here:
 /// the caller bounds the whole accept with [`HANDSHAKE_TIMEOUT`].
+///
+/// The request head is read first (at most [`MAX_REQUEST_HEAD`] bytes): a plain HTTP
+/// request, without `Upgrade: websocket` (a browser opened `https://host:8443/` to accept
+/// the certificate), is answered 426 Upgrade Required ([`plain_http_answer`]) and the
+/// connection closed; anything else is handed to tungstenite with the bytes read put back
+/// in front ([`Rewound`]), so upgrades go exactly as they would without the look.
 #[allow(clippy::result_large_err)] // the closure returns tungstenite's callback type
 pub async fn accept<S>(
-    stream: S,
+    mut stream: S,
     options: WsOptions,
     remote: SocketAddr,
-) -> Result<WebSocketStream<TokioAdapter<S>>, WsError>
+) -> Result<WebSocketStream<TokioAdapter<Rewound<S>>>, AcceptError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let head = read_request_head(&mut stream)
+        .await
+        .map_err(AcceptError::Io)?;
+    if let RequestHead::Plain { method, target } = RequestHead::of(&head) {
+        let answer = plain_http_answer(&method);
+        stream
+            .write_all(answer.as_bytes())
+            .await
+            .map_err(AcceptError::Io)?;
+        stream.shutdown().await.map_err(AcceptError::Io)?;
+        return Err(AcceptError::NotUpgrade(format!("{method} {target}")));
+    }
+    let stream = Rewound::new(head.freeze(), stream);
     let config = ws_config(options.max_message);
     let callback =
         move |req: &Request, resp: Response| answer_handshake(req, resp, &options, remote);
-    async_tungstenite::tokio::accept_hdr_async_with_config(stream, callback, Some(config)).await
+    async_tungstenite::tokio::accept_hdr_async_with_config(stream, callback, Some(config))
+        .await
+        .map_err(AcceptError::Handshake)
+}
+
+/// Why an accepted connection did not become a WebSocket.
+#[derive(Debug)]
+pub enum AcceptError {
+    /// Reading the request, or writing the answer to a plain HTTP request, failed.
+    Io(std::io::Error),
+    /// A plain HTTP request (its method and target), answered 426 ([`plain_http_answer`]).
+    NotUpgrade(String),
+    /// tungstenite refused the upgrade (and answered it when it could).
+    Handshake(WsError),
+}
+
+impl std::fmt::Display for AcceptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AcceptError::Io(e) => write!(f, "{e}"),
+            AcceptError::NotUpgrade(request) => write!(
+                f,
+                "a plain HTTP request ({request}), no WebSocket upgrade: answered 426"
+            ),
+            AcceptError::Handshake(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// How much of an HTTP request head is read to see whether it asks for a WebSocket
+/// upgrade. A longer head (or none) goes to tungstenite undecided, as before.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+
+/// The body of the answer to a plain HTTP request: what this port is.
+const PLAIN_HTTP_BODY: &str = "This is a SIP over WebSocket endpoint (RFC 7118, subprotocol \
+                               sip): connect with a WebSocket client.\n";
+
+/// The answer to a plain HTTP request on a WS or WSS port (to HEAD: without the body).
+pub fn plain_http_answer(method: &str) -> String {
+    let body = if method == "HEAD" {
+        ""
+    } else {
+        PLAIN_HTTP_BODY
+    };
+    format!(
+        "HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: sip\r\n\
+         Connection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+         \r\n{body}",
+        PLAIN_HTTP_BODY.len()
+    )
+}
+
+/// Reads from `stream` until the request head is complete (a blank line), the peer stops
+/// sending, or [`MAX_REQUEST_HEAD`] bytes are in.
+async fn read_request_head<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<BytesMut> {
+    let mut head = BytesMut::with_capacity(1024);
+    while head.len() < MAX_REQUEST_HEAD && head_end(&head).is_none() {
+        head.reserve(1024);
+        if stream.read_buf(&mut head).await? == 0 {
+            break;
+        }
+    }
+    Ok(head)
+}
+
+/// Where the head ends: the index of its blank line (CRLF CRLF, or a bare LF LF as
+/// httparse also takes).
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n");
+    let lf = bytes.windows(2).position(|w| w == b"\n\n");
+    crlf.into_iter().chain(lf).min()
+}
+
+/// What the start of a connection on a WS or WSS port is.
+#[derive(Debug, PartialEq, Eq)]
+enum RequestHead {
+    /// A complete HTTP/1.x request head without `Upgrade: websocket`.
+    Plain { method: String, target: String },
+    /// An upgrade request, or anything else (not HTTP, not complete): tungstenite decides.
+    Other,
+}
+
+impl RequestHead {
+    fn of(bytes: &[u8]) -> RequestHead {
+        let Some(end) = head_end(bytes) else {
+            return RequestHead::Other;
+        };
+        let Ok(head) = std::str::from_utf8(&bytes[..end]) else {
+            return RequestHead::Other;
+        };
+        let mut lines = head.lines();
+        let mut request_line = lines.next().unwrap_or("").split(' ');
+        let (Some(method), Some(target), Some(version), None) = (
+            request_line.next(),
+            request_line.next(),
+            request_line.next(),
+            request_line.next(),
+        ) else {
+            return RequestHead::Other;
+        };
+        if method.is_empty() || !version.starts_with("HTTP/1.") {
+            return RequestHead::Other;
+        }
+        let upgrade = lines
+            .filter_map(|l| l.split_once(':'))
+            .any(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("upgrade")
+                    && value
+                        .split(',')
+                        .any(|v| v.trim().eq_ignore_ascii_case("websocket"))
+            });
+        if upgrade {
+            return RequestHead::Other;
+        }
+        RequestHead::Plain {
+            method: method.to_string(),
+            target: target.chars().take(100).collect(),
+        }
+    }
+}
+
+/// An accepted stream with the bytes already read from it put back in front: they are read
+/// again first (then freed), and writes go straight through.
+#[derive(Debug)]
+pub struct Rewound<S> {
+    head: Bytes,
+    inner: S,
+}
+
+impl<S> Rewound<S> {
+    fn new(head: Bytes, inner: S) -> Rewound<S> {
+        Rewound { head, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.head.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = this.head.len().min(buf.remaining());
+        buf.put_slice(&this.head.split_to(n));
+        if this.head.is_empty() {
+            this.head = Bytes::new(); // frees the buffer
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// Client side of the upgrade towards a server, offering `sip` (a server that does not
@@ -261,84 +465,40 @@ impl Liveness {
 type Tokio<S> = TokioAdapter<S>;
 
 pub struct WsConnection<S: AsyncRead + AsyncWrite + Unpin + 'static> {
-    flow: FlowId,
-    transport: Transport,
-    remote: SocketAddr,
+    /// The peer, and the timeouts (heard: a message, a ping or a pong).
+    flow: Flow,
     routers: RouterPool,
-    events: ConnectionEvents,
     sink: SinkWrite<Message, WebSocketSender<Tokio<S>>>,
     liveness: Liveness,
-    /// Its place under the connection caps (accepted ones) and in the live count.
-    slot: ConnectionSlot,
-    got_message: bool,
-    /// When the peer last sent anything (a message, a ping or a pong).
-    last_heard: Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> WsConnection<S> {
-    /// Starts the actor on the current arbiter for a connection whose handshake is done.
-    /// A `slot` from the guard's `admit_connection` marks one accepted by a listener: it
-    /// announces itself to the Dispatcher and must send SIP soon; the connector reports
-    /// outbound ones (with an `outbound_slot`) itself.
-    pub fn start(
-        ws: WebSocketStream<Tokio<S>>,
-        flow: FlowId,
-        transport: Transport,
-        remote: SocketAddr,
-        routers: RouterPool,
-        events: ConnectionEvents,
-        slot: ConnectionSlot,
-    ) -> Addr<Self> {
+    /// Starts the actor on the current arbiter for a connection whose handshake is done
+    /// (see [`Flow::new`] for accepted and outbound connections).
+    pub fn start(ws: WebSocketStream<Tokio<S>>, flow: Flow, routers: RouterPool) -> Addr<Self> {
         WsConnection::create(move |ctx| {
             let (sender, receiver): (WebSocketSender<Tokio<S>>, WebSocketReceiver<Tokio<S>>) =
                 ws.split();
             ctx.add_stream(receiver);
             let sink = SinkWrite::new(sender, ctx);
-            if slot.is_accepted() {
-                events.opened.do_send(FlowOpened {
-                    flow,
-                    transport,
-                    remote,
-                    writer: ctx.address().recipient(),
-                });
-            }
+            flow.opened(ctx.address().recipient());
             WsConnection {
                 flow,
-                transport,
-                remote,
                 routers,
-                events,
                 sink,
                 liveness: Liveness::default(),
-                slot,
-                got_message: false,
-                last_heard: Instant::now(),
             }
         })
     }
+}
 
-    /// Closes the connection when it has received nothing for `-idle-timeout`; else looks
-    /// again when that would be the case.
-    fn check_idle(&mut self, ctx: &mut Context<Self>) {
-        let Some(idle) = self.slot.guard().limits().idle_timeout else {
-            return;
-        };
-        match idle_check(self.last_heard, Instant::now(), idle) {
-            Some(after) => {
-                ctx.run_later(after, |act, ctx| act.check_idle(ctx));
-            }
-            None => {
-                info!(
-                    "closing {} connection {} with {}: nothing received for {idle:?} (-idle-timeout)",
-                    self.transport, self.flow, self.remote
-                );
-                self.close(ctx);
-            }
-        }
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> FlowActor for WsConnection<S> {
+    fn flow(&self) -> &Flow {
+        &self.flow
     }
 
     /// Ends the connection with a WebSocket close (the actor stops once it is sent).
-    fn close(&mut self, ctx: &mut Context<Self>) {
+    fn end(&mut self, ctx: &mut Context<Self>) {
         self.sink.close();
         // A peer that does not read must not keep the actor alive.
         ctx.run_later(Duration::from_secs(2), |_, ctx| ctx.stop());
@@ -349,43 +509,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Actor for WsConnection<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        debug!(
-            "{} connection {} with {} open",
-            self.transport, self.flow, self.remote
-        );
         ctx.run_interval(PING_INTERVAL, |act, ctx| match act.liveness.tick() {
             Tick::Alive => {}
             Tick::Ping => {
                 let _ = act.sink.write(Message::Ping(Bytes::new()));
             }
-            Tick::Close => {
-                info!(
-                    "closing {} connection {} from {}: no answer to pings",
-                    act.transport, act.flow, act.remote
-                );
-                act.close(ctx);
-            }
+            Tick::Close => act.close(ctx, "no answer to pings"),
         });
-        self.check_idle(ctx);
-        if self.slot.is_accepted() {
-            ctx.run_later(FIRST_MESSAGE_TIMEOUT, |act, ctx| {
-                if !act.got_message {
-                    info!(
-                        "closing {} connection {} from {}: no SIP message within {:?}",
-                        act.transport, act.flow, act.remote, FIRST_MESSAGE_TIMEOUT
-                    );
-                    act.close(ctx);
-                }
-            });
-        }
+        flow::watch(self, ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.events.report_closed(FlowClosed {
-            flow: self.flow,
-            transport: self.transport,
-            remote: self.remote,
-        });
+        self.flow.closed();
     }
 }
 
@@ -393,7 +528,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Message, 
     for WsConnection<S>
 {
     fn handle(&mut self, item: Result<Message, WsError>, ctx: &mut Context<Self>) {
-        self.last_heard = Instant::now();
+        self.flow.heard();
         let bytes = match item {
             Ok(Message::Text(text)) => Bytes::from(text),
             Ok(Message::Binary(bytes)) => bytes,
@@ -403,17 +538,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Message, 
                 return;
             }
             Ok(Message::Close(frame)) => {
-                debug!(
-                    "{} {} closed by the peer: {frame:?}",
-                    self.transport, self.remote
-                );
+                debug!("{} closed by the peer: {frame:?}", self.flow);
                 return; // tungstenite answers the close; the stream then ends
             }
             Err(e) => {
-                info!(
-                    "closing {} connection from {}: {e}",
-                    self.transport, self.remote
-                );
+                let (transport, remote) = (self.flow.transport(), self.flow.remote());
+                info!("closing {transport} connection from {remote}: {e}");
                 ctx.stop();
                 return;
             }
@@ -422,24 +552,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Message, 
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return; // a CRLF keep-alive some clients send as a message
         }
-        let source = Source {
-            transport: self.transport,
-            remote: self.remote,
-            flow: self.flow,
-        };
-        match handle_message(bytes, source, &self.routers, self.slot.guard()) {
-            Handled::Routed => self.got_message = true,
+        let source = self.flow.source();
+        match handle_message(bytes, source, &self.routers, self.flow.guard()) {
+            Handled::Routed => self.flow.got_message(),
             Handled::Answered(answer) => {
-                self.got_message = true;
+                self.flow.got_message();
                 <Self as Handler<SendFrame>>::handle(self, SendFrame(answer), ctx);
             }
-            Handled::Unparseable => {
-                info!(
-                    "closing {} connection {} with {}: not a SIP message",
-                    self.transport, self.flow, self.remote
-                );
-                self.close(ctx);
-            }
+            Handled::Unparseable => self.close(ctx, "not a SIP message"),
             Handled::Flooding => {}
         }
     }
@@ -455,17 +575,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Handler<SendFrame> for WsConne
             Err(_) => Message::Binary(m.0),
         };
         if self.sink.write(message).is_err() {
-            debug!(
-                "{} connection {} to {} is closing: message dropped",
-                self.transport, self.flow, self.remote
-            );
+            debug!("{} is closing: message dropped", self.flow);
         }
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> WriteHandler<WsError> for WsConnection<S> {
     fn error(&mut self, e: WsError, _: &mut Self::Context) -> Running {
-        debug!("write to {} {} failed: {e}", self.transport, self.remote);
+        debug!("write to {} failed: {e}", self.flow);
         Running::Stop
     }
 }
@@ -567,6 +684,119 @@ mod tests {
             answer_handshake(&request(Some("sip")), Response::new(()), &options, remote)
                 .unwrap_err();
         assert_eq!(wrong_path.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn plain_http_requests_are_told_apart_from_upgrades() {
+        let plain = |method: &str, target: &str| RequestHead::Plain {
+            method: method.into(),
+            target: target.into(),
+        };
+        for (head, want) in [
+            (&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], plain("GET", "/")),
+            (b"HEAD /ws HTTP/1.0\n\n", plain("HEAD", "/ws")),
+            (
+                b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+                plain("GET", "/"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nconnection: upgrade\r\nupgrade:  WebSocket \r\n\r\n",
+                RequestHead::Other,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nUpgrade: foo, websocket\r\n\r\n",
+                RequestHead::Other,
+            ),
+            // Incomplete, not HTTP, not text: tungstenite decides, as before.
+            (b"GET / HTTP/1.1\r\nHost: x\r\n", RequestHead::Other),
+            (
+                b"OPTIONS sip:x SIP/2.0\r\nVia: x\r\n\r\n",
+                RequestHead::Other,
+            ),
+            (b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n", RequestHead::Other),
+            (b"\x16\x03\x01\r\n\r\n", RequestHead::Other),
+        ] {
+            assert_eq!(
+                RequestHead::of(head),
+                want,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_http_gets_426_and_upgrades_still_work() {
+        use async_tungstenite::tungstenite::client::IntoClientRequest;
+        let remote: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        for method in ["GET", "HEAD"] {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let request = format!("{method} / HTTP/1.1\r\nHost: x\r\n\r\n");
+            client.write_all(request.as_bytes()).await.unwrap();
+            let refused = accept(server, WsOptions::default(), remote).await;
+            assert!(
+                matches!(&refused, Err(AcceptError::NotUpgrade(r)) if r == &format!("{method} /")),
+                "{refused:?}"
+            );
+            let mut answer = String::new();
+            client.read_to_string(&mut answer).await.unwrap();
+            assert!(
+                answer.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+                "{answer}"
+            );
+            assert!(answer.contains("\r\nUpgrade: websocket\r\n"), "{answer}");
+            assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.contains(&format!("Content-Length: {}", PLAIN_HTTP_BODY.len())),
+                "{head}"
+            );
+            assert_eq!(
+                body,
+                if method == "HEAD" {
+                    ""
+                } else {
+                    PLAIN_HTTP_BODY
+                }
+            );
+        }
+
+        // An upgrade: sip is negotiated and messages flow, as without the look at the head.
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(accept(server, WsOptions::default(), remote));
+        let mut request = "ws://x/".into_client_request().unwrap();
+        request.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("sip"),
+        );
+        let (mut ws, response) = async_tungstenite::tokio::client_async(request, client)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(response.headers()[header::SEC_WEBSOCKET_PROTOCOL], "sip");
+        let mut accepted = server.await.unwrap().unwrap();
+        use futures_util::StreamExt;
+        ws.send(Message::text("OPTIONS sip:x SIP/2.0\r\n\r\n"))
+            .await
+            .unwrap();
+        match accepted.next().await {
+            Some(Ok(Message::Text(t))) => assert!(t.starts_with("OPTIONS"), "{t}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn rewound_stream_reads_the_head_again_then_the_rest() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut rewound = Rewound::new(Bytes::from_static(b"abc"), server);
+        client.write_all(b"def").await.unwrap();
+        drop(client);
+        let mut small = [0u8; 2];
+        rewound.read_exact(&mut small).await.unwrap();
+        assert_eq!(&small, b"ab");
+        let mut rest = Vec::new();
+        rewound.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"cdef");
     }
 
     #[test]
