@@ -14,7 +14,7 @@ use crate::proxy::contact_token::TokenKey;
 use crate::proxy::responses::build_response;
 use crate::proxy::rewrite::{self, ProxyAddress};
 use crate::proxy::transaction::*;
-use crate::proxy::validate::{validate_request, validate_response};
+use crate::proxy::validate::{validate_request, validate_response_with_top_via};
 use crate::routing::{Decision, Destination, LocalIdentity, RouteTarget, Source};
 use crate::sip::header::iter_values;
 use crate::sip::uri::{NameAddr, SipUri};
@@ -24,6 +24,7 @@ use actix::prelude::*;
 use cidr::IpCidr;
 use log::{debug, info, trace, warn};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -50,13 +51,40 @@ pub struct Router {
     branches: BranchGenerator,
     /// Boxed: the table grows to hundreds of thousands of entries (32 s linger), and a
     /// rehash then moves pointers, not whole records, so it does not stall the shard.
-    txs: HashMap<TxId, Box<ProxyTransaction>>,
+    txs: HashMap<TxId, Box<ProxyTransaction>, BuildHasherDefault<TxIdHasher>>,
+    /// Keyed by what the sender wrote (its branch and sent-by): SipHash stays, so nobody can
+    /// pick keys that collide and turn lookups into long scans.
     by_key: HashMap<ServerKey, TxId>,
+    /// Our own branches, but they embed a loop hash of sender-chosen fields made with a
+    /// fixed key: SipHash stays here too.
     by_branch: HashMap<String, TxId>,
     next_id: TxId,
     /// Set on shutdown: new transactions are refused with 503.
     draining: bool,
     timers: TimerQueue,
+}
+
+/// Hashes the transaction table's keys. TxIds are this shard's own counter, never taken from
+/// the network, so SipHash's resistance to chosen keys buys nothing there; one multiply
+/// (FxHash's) spreads consecutive ids over the buckets at a fraction of SipHash's cost
+/// (the table is read on every message and every timer).
+#[derive(Default, Clone, Copy)]
+struct TxIdHasher(u64);
+
+impl Hasher for TxIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 /// How often the Router serves its timers (T1 is 500 ms; this is precise enough).
@@ -98,7 +126,7 @@ impl Router {
             ack_ruri: config.ack_ruri,
             peers,
             branches: BranchGenerator::new(shard),
-            txs: HashMap::new(),
+            txs: HashMap::default(),
             by_key: HashMap::new(),
             by_branch: HashMap::new(),
             next_id: 1,
@@ -151,22 +179,21 @@ impl Router {
     // ----- requests ---------------------------------------------------------------------
 
     fn on_request(&mut self, msg: SipMessage, source: Source, ctx: &mut Context<Self>) {
-        if msg.top_via().is_none() {
+        // Parsed once, for this check and the transaction key.
+        let Some(top_via) = msg.top_via() else {
             warn!(
                 "dropped a {} from {}: no usable Via to answer to",
                 msg.method(),
                 source.remote
             );
             return;
-        }
+        };
         if let Err(reason) = validate_request(&msg) {
             info!("bad {} from {}: {reason}", msg.method(), source.remote);
             return self.reply_stateless(&msg, &source, 400, reason, ctx);
         }
         let method = msg.method().to_string();
-        let Some(key) = ServerKey::of(&msg, &method) else {
-            return;
-        };
+        let key = ServerKey::with_top_via(&msg, &top_via, &method);
 
         match method.as_str() {
             "ACK" => {
@@ -510,29 +537,29 @@ impl Router {
         OutgoingHop,
         Option<Vec<rewrite::RegisteredContact>>,
     ) {
+        // Lines are joined with `concat` (one exact-size allocation) rather than `format!`,
+        // which grows its buffer piece by piece: this runs for every forwarded request.
         let mut rw = Rewrite::default();
         if let Some(u) = request_uri {
-            rw.start_line = Some(format!("{} {u} SIP/2.0", msg.method()));
+            rw.start_line = Some([msg.method(), " ", u, " SIP/2.0"].concat());
         }
         let via = self.local.via(out, branch);
-        rw.prepend.push(format!("Via: {via}"));
+        rw.prepend.push(["Via: ", &via].concat());
         if rewrite::creates_dialog(msg) {
             // Two Record-Route entries when the transport changes (RFC 5658), so in-dialog
             // requests from either side come back and leave on the right transport.
             if out != source.transport {
                 rw.prepend
-                    .push(format!("Record-Route: {}", self.local.record_route(out)));
+                    .push(["Record-Route: ", &self.local.record_route(out)].concat());
             }
-            rw.prepend.push(format!(
-                "Record-Route: {}",
-                self.local.record_route(source.transport)
-            ));
+            rw.prepend
+                .push(["Record-Route: ", &self.local.record_route(source.transport)].concat());
         }
         rewrite::remove_first_values(msg, HeaderName::Route, our_routes, &mut rw);
         if let Some((i, line)) = msg.first(HeaderName::Via) {
             if let Some(first) = iter_values(line).next() {
                 if let Some(v) = rewrite::via_with_received(&line[first.clone()], source) {
-                    rw.replace(i, format!("{v}{}", &line[first.end..]));
+                    rw.replace(i, [v.as_str(), &line[first.end..]].concat());
                 }
             }
         }
@@ -619,11 +646,13 @@ impl Router {
     // ----- responses --------------------------------------------------------------------
 
     fn on_response(&mut self, msg: SipMessage, source: Source, ctx: &mut Context<Self>) {
-        if let Err(reason) = validate_response(&msg) {
+        // The top Via is parsed once, for the check and for the branch.
+        let top_via = msg.top_via();
+        if let Err(reason) = validate_response_with_top_via(&msg, top_via.as_ref()) {
             info!("dropped a response from {}: {reason}", source.remote);
             return;
         }
-        let (ours, tx_id) = match msg.top_via().and_then(|v| v.branch()) {
+        let (ours, tx_id) = match top_via.and_then(|v| v.branch()) {
             Some(branch) => (is_our_branch(branch), self.by_branch.get(branch).copied()),
             None => return,
         };

@@ -10,7 +10,7 @@ use crate::proxy::rewrite::{to_tag, ProxyAddress};
 use crate::sip::uri::NameAddr;
 use crate::sip::via::Via;
 use crate::sip::{HeaderName, SipMessage};
-use std::hash::{BuildHasher, BuildHasherDefault};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 pub const MAGIC: &str = "z9hG4bK";
 const OURS: &str = "z9hG4bK-rb";
@@ -53,20 +53,26 @@ fn loop_hash(msg: &SipMessage) -> u32 {
     let from_tag = msg
         .first_value(HeaderName::From)
         .and_then(|v| NameAddr::parse(v).ok())
-        .and_then(|n| n.tag().map(String::from));
+        .and_then(|n| n.tag());
     let cseq = msg.cseq().map(|(n, _)| n);
+    // Fed field by field, exactly as hashing the tuple
+    // `(ruri, from_tag, to_tag, call_id, cseq, routes as Vec<&str>)` would (a slice hashes its
+    // length, then each item), so branches keep their values, without the Vec and the
+    // From-tag String that were allocated for every forwarded request.
+    let mut h = Fixed::default().build_hasher();
+    msg.request_uri().hash(&mut h);
+    from_tag.hash(&mut h);
+    to_tag(msg).hash(&mut h);
+    msg.call_id().hash(&mut h);
+    cseq.hash(&mut h);
     // The Route set as received too (RFC 3261 16.6 step 8): an in-dialog request that comes
     // back after a Record-Routing server popped its Route keeps its Request-URI, and is a
     // spiral, not a loop.
-    let routes: Vec<&str> = msg.values(HeaderName::Route).collect();
-    Fixed::default().hash_one((
-        msg.request_uri(),
-        from_tag,
-        to_tag(msg),
-        msg.call_id(),
-        cseq,
-        routes,
-    )) as u32
+    h.write_usize(msg.values(HeaderName::Route).count());
+    for route in msg.values(HeaderName::Route) {
+        route.hash(&mut h);
+    }
+    h.finish() as u32
 }
 
 /// A request that already went through Roundabout unchanged is looping.
@@ -129,5 +135,21 @@ mod tests {
         );
         let elsewhere = format!("Via: SIP/2.0/UDP 127.0.0.9:5060;branch={b}\r\n");
         assert!(!is_loop(&req("sip:b@y", &elsewhere), &local));
+    }
+
+    #[test]
+    fn loop_hash_is_the_tuple_hash() {
+        // The field-by-field hash must equal the tuple hash it replaced (branch values kept).
+        let m = msg("INVITE sip:b@y SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKa\r\nRoute: <sip:a;lr>, <sip:b;lr>\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>;tag=2\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\n\r\n".to_string());
+        let routes: Vec<&str> = m.values(HeaderName::Route).collect();
+        let tuple = Fixed::default().hash_one((
+            m.request_uri(),
+            Some(String::from("1")),
+            to_tag(&m),
+            m.call_id(),
+            Some(7u32),
+            routes,
+        )) as u32;
+        assert_eq!(loop_hash(&m), tuple);
     }
 }

@@ -8,7 +8,7 @@
 use super::contact_token::{TokenKey, PARAM};
 use crate::routing::{LocalIdentity, Source};
 use crate::sip::header::iter_values;
-use crate::sip::uri::{find_param, NameAddr, SipUri};
+use crate::sip::uri::{find_param, push_decimal, push_ip, NameAddr, SipUri};
 use crate::sip::via::Via;
 use crate::sip::{HeaderName, Rewrite, SipMessage, Transport};
 use std::net::IpAddr;
@@ -47,13 +47,16 @@ impl ProxyAddress {
 
     /// A Via value for a request Roundabout sends on `t`.
     pub fn via(&self, t: Transport, branch: &str) -> String {
-        format!(
-            "SIP/2.0/{} {}:{};branch={}",
-            t.via_token(),
-            self.ip_host,
-            self.port(t),
-            branch
-        )
+        // One buffer sized up front (runs per forwarded request; `format!` regrew it).
+        let mut out = String::with_capacity(24 + self.ip_host.len() + branch.len());
+        out.push_str("SIP/2.0/");
+        out.push_str(t.via_token());
+        out.push(' ');
+        out.push_str(&self.ip_host);
+        push_port(&mut out, self.port(t));
+        out.push_str(";branch=");
+        out.push_str(branch);
+        out
     }
 
     /// A Record-Route value that brings in-dialog requests back on transport `t`. On TLS and
@@ -64,18 +67,35 @@ impl ProxyAddress {
             (Some(fqdn), true) => fqdn.as_str(),
             _ => self.ip_host.as_str(),
         };
-        format!("<sip:{host}:{}{};lr>", self.port(t), transport_param(t))
+        let mut out = String::with_capacity(32 + host.len());
+        out.push_str("<sip:");
+        out.push_str(host);
+        push_port(&mut out, self.port(t));
+        push_transport_param(&mut out, t);
+        out.push_str(";lr>");
+        out
     }
 
     /// Roundabout's Contact URI on transport `t` for `user`, with extra parameters.
     pub fn contact_uri(&self, t: Transport, user: Option<&str>, extra: &str) -> String {
-        let user = user.map(|u| format!("{u}@")).unwrap_or_default();
-        format!(
-            "sip:{user}{}:{}{}{extra}",
-            self.contact_host,
-            self.port(t),
-            transport_param(t)
-        )
+        let mut out = String::with_capacity(
+            32 + self.contact_host.len() + user.map_or(0, str::len) + extra.len(),
+        );
+        self.push_contact_uri(&mut out, t, user);
+        out.push_str(extra);
+        out
+    }
+
+    /// [`ProxyAddress::contact_uri`] without the extra parameters, appended to `out`.
+    pub fn push_contact_uri(&self, out: &mut String, t: Transport, user: Option<&str>) {
+        out.push_str("sip:");
+        if let Some(u) = user {
+            out.push_str(u);
+            out.push('@');
+        }
+        out.push_str(&self.contact_host);
+        push_port(out, self.port(t));
+        push_transport_param(out, t);
     }
 
     pub fn is_us(&self, uri: &SipUri<'_>) -> bool {
@@ -90,10 +110,18 @@ pub fn uri_host(ip: IpAddr) -> String {
     }
 }
 
-fn transport_param(t: Transport) -> String {
-    t.uri_param()
-        .map(|p| format!(";transport={p}"))
-        .unwrap_or_default()
+/// `:port`, appended without `format!`.
+fn push_port(out: &mut String, port: u16) {
+    out.push(':');
+    push_decimal(out, port.into());
+}
+
+/// `;transport=x` for transports other than UDP, appended.
+fn push_transport_param(out: &mut String, t: Transport) {
+    if let Some(p) = t.uri_param() {
+        out.push_str(";transport=");
+        out.push_str(p);
+    }
 }
 
 /// Methods whose out-of-dialog request creates a dialog, so Roundabout must Record-Route.
@@ -134,10 +162,13 @@ pub fn via_with_received(via_value: &str, source: &Source) -> Option<String> {
         out.push(';');
         out.push_str(p);
     }
+    // Written into `out` directly: no temporary String per parameter.
     if wants_rport {
-        out.push_str(&format!(";rport={}", source.remote.port()));
+        out.push_str(";rport=");
+        push_decimal(&mut out, source.remote.port().into());
     }
-    out.push_str(&format!(";received={ip}"));
+    out.push_str(";received=");
+    push_ip(&mut out, ip);
     Some(out)
 }
 
@@ -220,6 +251,13 @@ fn rewrite_contacts(
                 .ok()
                 .and_then(|na| na.uri().ok().and_then(|u| f(&na, &u)));
             if let Some(n) = new {
+                if out.is_none() && r.start == 0 && r.end == value.len() {
+                    // The one value is the whole line (the usual single Contact): the new
+                    // value is the line, no second copy.
+                    out = Some(n);
+                    copied_up_to = r.end;
+                    continue;
+                }
                 let o = out.get_or_insert_with(|| String::with_capacity(value.len() + 96));
                 o.push_str(&value[copied_up_to..r.start]);
                 o.push_str(&n);
@@ -247,9 +285,16 @@ pub fn rewrite_dialog_contact(
         if local.is_us(uri) && uri.param(PARAM).is_some() {
             return None; // already ours (a hairpin through Roundabout): keep one token
         }
-        let token = key.encode(sender, na.uri_str());
-        let new_uri = local.contact_uri(out, uri.user, &format!(";{PARAM}={token}"));
-        Some(na.with_uri(&new_uri))
+        // Written straight into the new value (no separate token, URI and value strings).
+        let original = na.uri_str();
+        let hint = local.contact_host.len() + uri.user.map_or(0, str::len) + 2 * original.len();
+        Some(na.with_uri_written(hint + 160, |s| {
+            local.push_contact_uri(s, out, uri.user);
+            s.push(';');
+            s.push_str(PARAM);
+            s.push('=');
+            key.encode_into(s, sender, original);
+        }))
     });
 }
 

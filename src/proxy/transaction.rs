@@ -4,6 +4,7 @@
 
 use super::rewrite::RegisteredContact;
 use crate::routing::{Destination, Source};
+use crate::sip::via::Via;
 use crate::sip::SipMessage;
 use bytes::Bytes;
 use std::cmp::Reverse;
@@ -54,7 +55,12 @@ pub struct ServerKey {
 impl ServerKey {
     /// `None` when the request has no usable top Via.
     pub fn of(msg: &SipMessage, method: &str) -> Option<ServerKey> {
-        let via = msg.top_via()?;
+        Some(ServerKey::with_top_via(msg, &msg.top_via()?, method))
+    }
+
+    /// [`ServerKey::of`] for a caller that has parsed the top Via already (the Router has,
+    /// to check it): the Via is not parsed a second time.
+    pub fn with_top_via(msg: &SipMessage, via: &Via<'_>, method: &str) -> ServerKey {
         let branch = match via.branch() {
             Some(b) if b.starts_with(super::branch::MAGIC) => b.to_string(),
             // RFC 2543 peers: no magic cookie; Call-ID and CSeq number stand in.
@@ -64,11 +70,11 @@ impl ServerKey {
                 msg.cseq().map_or(0, |c| c.0)
             ),
         };
-        Some(ServerKey {
+        ServerKey {
             branch,
             sent_by: format!("{}:{}", via.host, via.port.unwrap_or(0)),
             class: MethodClass::of(method),
-        })
+        }
     }
 }
 

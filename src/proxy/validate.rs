@@ -174,7 +174,16 @@ fn name_addr_ok(value: &str) -> bool {
 }
 
 pub fn validate_response(msg: &SipMessage) -> Result<(), &'static str> {
-    if msg.top_via().is_none() {
+    validate_response_with_top_via(msg, msg.top_via().as_ref())
+}
+
+/// [`validate_response`] with the top Via already parsed (`None`: none usable), for the
+/// Router, which needs it next and so parses it only once.
+pub fn validate_response_with_top_via(
+    msg: &SipMessage,
+    top_via: Option<&Via<'_>>,
+) -> Result<(), &'static str> {
+    if top_via.is_none() {
         return Err("no usable Via");
     }
     if msg.cseq().is_none() {

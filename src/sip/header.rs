@@ -107,24 +107,40 @@ impl Iterator for ValueIter<'_> {
         let bytes = self.value.as_bytes();
         while self.pos <= bytes.len() {
             let start = self.pos;
-            let (mut in_quote, mut in_angle, mut escaped) = (false, false, false);
+            let (mut in_quote, mut in_angle) = (false, false);
             let mut end = bytes.len();
-            for (i, &b) in bytes.iter().enumerate().skip(start) {
-                if escaped {
-                    escaped = false;
-                    continue;
-                }
-                match b {
-                    b'\\' if in_quote => escaped = true,
+            // Jumps (memchr) to the next byte that matters in the current state instead of
+            // testing every byte: `\\` and `"` in a quoted string, `>` and `"` inside
+            // brackets, `,` `"` `<` outside both. The same splits as a byte-by-byte scan, at
+            // a fraction of the cost (this iterator runs on every Via, Route and Contact).
+            let mut i = start;
+            while i < bytes.len() {
+                let rest = &bytes[i..];
+                let hit = if in_quote {
+                    memchr::memchr2(b'"', b'\\', rest)
+                } else if in_angle {
+                    memchr::memchr2(b'>', b'"', rest)
+                } else {
+                    memchr::memchr3(b',', b'"', b'<', rest)
+                };
+                let Some(off) = hit else { break };
+                let j = i + off;
+                match bytes[j] {
+                    // Only searched for inside quotes: the next byte is escaped.
+                    b'\\' => {
+                        i = j + 2;
+                        continue;
+                    }
                     b'"' => in_quote = !in_quote,
-                    b'<' if !in_quote => in_angle = true,
-                    b'>' if !in_quote => in_angle = false,
-                    b',' if !in_quote && !in_angle => {
-                        end = i;
+                    b'<' => in_angle = true,
+                    b'>' => in_angle = false,
+                    _ => {
+                        // b',' outside quotes and brackets
+                        end = j;
                         break;
                     }
-                    _ => {}
                 }
+                i = j + 1;
             }
             self.pos = end + 1;
             let s = &self.value[start..end];
@@ -165,5 +181,66 @@ mod tests {
         assert!(split_values("  ").is_empty());
         let q = r#""a \" , b" <sip:x>"#;
         assert_eq!(split_values(q).len(), 1);
+    }
+
+    /// The byte-by-byte splitter the memchr version replaced, as the reference.
+    fn reference_split(value: &str) -> Vec<std::ops::Range<usize>> {
+        let bytes = value.as_bytes();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos <= bytes.len() {
+            let start = pos;
+            let (mut in_quote, mut in_angle, mut escaped) = (false, false, false);
+            let mut end = bytes.len();
+            for (i, &b) in bytes.iter().enumerate().skip(start) {
+                if escaped {
+                    escaped = false;
+                    continue;
+                }
+                match b {
+                    b'\\' if in_quote => escaped = true,
+                    b'"' => in_quote = !in_quote,
+                    b'<' if !in_quote => in_angle = true,
+                    b'>' if !in_quote => in_angle = false,
+                    b',' if !in_quote && !in_angle => {
+                        end = i;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            pos = end + 1;
+            let s = &value[start..end];
+            let lead = s.len() - s.trim_start().len();
+            let trail = s.len() - s.trim_end().len();
+            if lead + trail < s.len() {
+                out.push(start + lead..end - trail);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn splits_like_the_byte_by_byte_reference() {
+        // Every string of up to 6 symbols from the bytes that matter (and a filler).
+        let alphabet = [b',', b'"', b'<', b'>', b'\\', b' ', b'a'];
+        let mut cases = vec![String::new()];
+        let mut frontier = vec![Vec::<u8>::new()];
+        for _ in 0..6 {
+            let mut next = Vec::new();
+            for f in &frontier {
+                for &c in &alphabet {
+                    let mut v = f.clone();
+                    v.push(c);
+                    cases.push(String::from_utf8(v.clone()).unwrap());
+                    next.push(v);
+                }
+            }
+            frontier = next;
+        }
+        cases.push("\"é\\é, x\" <sip:ü@x>, ü".to_string());
+        for c in &cases {
+            assert_eq!(split_values(c), reference_split(c), "{c:?}");
+        }
     }
 }

@@ -122,20 +122,26 @@ impl SipMessage {
             if headers.len() == max_headers {
                 return Err(ParseError::TooManyHeaders);
             }
-            let colon = line.find(':').ok_or(ParseError::BadHeaderLine(n + 1))?;
+            // A plain byte loop: the name is a few bytes long, too short for memchr's set-up.
+            let colon = line
+                .bytes()
+                .position(|b| b == b':')
+                .ok_or(ParseError::BadHeaderLine(n + 1))?;
             let name_str = line[..colon].trim_end();
             if name_str.is_empty() || !name_str.bytes().all(is_token_char) {
                 return Err(ParseError::BadHeaderLine(n + 1));
             }
             let name = HeaderName::parse(name_str.as_bytes());
             let raw_value = &line[colon + 1..];
-            let trimmed = raw_value.trim();
-            let value = if trimmed.contains(['\r', '\n']) {
+            // Trimmed once from each end (the offset below reuses the start trim).
+            let start_trimmed = raw_value.trim_start();
+            let trimmed = start_trimmed.trim_end();
+            // memchr2, not a char-set pattern: same result, a fraction of the cost.
+            let value = if memchr::memchr2(b'\r', b'\n', trimmed.as_bytes()).is_some() {
                 unfolded.push(unfold(trimmed));
                 FieldValue::Unfolded(unfolded.len() - 1)
             } else {
-                let off =
-                    range.start + colon + 1 + (raw_value.len() - raw_value.trim_start().len());
+                let off = range.start + colon + 1 + (raw_value.len() - start_trimmed.len());
                 FieldValue::Raw(off..off + trimmed.len())
             };
             if name == HeaderName::ContentLength && content_length.is_none() {
@@ -382,22 +388,33 @@ impl Rewrite {
 
 /// RFC 3261 token characters, allowed in header names and methods.
 pub fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    // A table lookup: this runs for every byte of every header name.
+    TOKEN_CHARS[usize::from(b)]
 }
+
+const TOKEN_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// Index of the blank line that ends the header section (CRLFCRLF or a bare LFLF).
 pub fn find_end_of_headers(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i < buf.len() {
-        if buf[i] == b'\n' {
-            let rest = &buf[i + 1..];
-            if rest.starts_with(b"\r\n") || rest.starts_with(b"\n") {
-                return Some(i + 1);
-            }
-        }
-        i += 1;
-    }
-    None
+    // memchr jumps from line break to line break (a dozen per message) instead of testing
+    // every byte: this scan was ~20,000 instructions per call under callgrind.
+    memchr::memchr_iter(b'\n', buf).find_map(|i| {
+        let rest = &buf[i + 1..];
+        (rest.starts_with(b"\r\n") || rest.starts_with(b"\n")).then_some(i + 1)
+    })
 }
 
 fn parse_start_line(line: &str, offset: usize) -> Result<StartLine, ParseError> {
@@ -478,7 +495,8 @@ impl<'a> Iterator for LineIter<'a> {
         let start = self.pos;
         let mut i = start;
         loop {
-            match bytes[i..].iter().position(|&b| b == b'\n') {
+            // memchr: this walks the whole header section of every message.
+            match memchr::memchr(b'\n', &bytes[i..]) {
                 None => {
                     self.pos = bytes.len();
                     let end = trim_cr(bytes, bytes.len());
@@ -636,6 +654,14 @@ mod tests {
             b"OPTIONS sip:x SIP/2.0\r\nX: \xff\r\n\r\n",
         ));
         assert_eq!(bad_utf8.unwrap_err(), ParseError::NotUtf8);
+    }
+
+    #[test]
+    fn token_char_table_matches_the_grammar() {
+        for b in 0..=255u8 {
+            let expected = b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
+            assert_eq!(is_token_char(b), expected, "{b}");
+        }
     }
 
     #[test]

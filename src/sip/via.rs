@@ -46,7 +46,7 @@ impl<'a> Via<'a> {
             return Err(err());
         }
         let transport = parts[2].parse().ok();
-        let sent_by_end = rest.find(';').unwrap_or(rest.len());
+        let sent_by_end = super::uri::find_byte(rest, b';').unwrap_or(rest.len());
         let sent_by = rest[..sent_by_end].trim();
         let params = &rest[sent_by_end..];
         let (host, port) = split_host_port(sent_by).ok_or_else(err)?;
