@@ -197,7 +197,7 @@ bench_one() { # $1 proxy, $2 N
     local proxy=$1 n=$2 key="$1/$2" dir=$RUN/$1-$2
     local k=$(( (n + MAX_N - 1) / MAX_N )) j size note="" pids c0 c1 w0 w1 i
     local -a ppid gpid sizes
-    [ "$k" -gt 1 ] && note="$k $proxy processes on the same core carried the $n clients (about $(( n / k )) each), all connected at once: one process may hold at most $FD_LIMIT open files here (hard limit; ulimit -n 200000 refused, no CAP_SYS_RESOURCE). With a higher limit the script runs one process."
+    [ "$k" -gt 1 ] && note="$k $proxy processes on the same core shared the $n clients (about $(( n / k )) each): one process may hold at most $FD_LIMIT open files here (hard limit; ulimit -n 200000 refused, no CAP_SYS_RESOURCE). With a higher limit the script runs one process."
     say "== $proxy, N = $n$([ "$k" -gt 1 ] && echo " in $k processes")"
     rm -f "$dir/release"
     for ((j = 0; j < k; j++)); do

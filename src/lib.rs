@@ -12,6 +12,7 @@
 pub mod config;
 pub mod csr;
 pub mod limits;
+pub mod open_files;
 pub mod proxy;
 pub mod routing;
 pub mod run;

@@ -47,12 +47,16 @@ pub fn proxy(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // before any socket: each connection is a file descriptor
+    let open_files = crate::open_files::raise_to_hard_limit()
+        .map_err(|e| log::warn!("cannot read or raise the open-files limit: {e}"))
+        .ok();
     let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
     let system = actix::System::new();
     let result = system.block_on(async move {
         let tls_warnings = tls.warnings.clone();
         let running = crate::actors::start(&config, shards, tls).await?;
-        print_banner(&config, &running, &tls_warnings);
+        print_banner(&config, &running, &tls_warnings, open_files);
         wait_for_signal(&running).await;
         drain(&running).await;
         Ok::<_, crate::actors::StartError>(())
@@ -66,7 +70,12 @@ pub fn proxy(config: Config) -> ExitCode {
     }
 }
 
-fn print_banner(config: &Config, running: &crate::actors::Running, tls_warnings: &[String]) {
+fn print_banner(
+    config: &Config,
+    running: &crate::actors::Running,
+    tls_warnings: &[String],
+    open_files: Option<crate::open_files::OpenFiles>,
+) {
     use std::fmt::Write;
     let mut s = format!("roundabout {} listening on:\n", env!("CARGO_PKG_VERSION"));
     for (t, addr) in &running.listeners {
@@ -117,7 +126,28 @@ fn print_banner(config: &Config, running: &crate::actors::Running, tls_warnings:
     if let Some(path) = &config.ws_path {
         let _ = writeln!(s, "ws and wss accept the HTTP path {path} only");
     }
-    for w in config.warnings.iter().chain(tls_warnings) {
+    let mut warnings: Vec<String> = config
+        .warnings
+        .iter()
+        .chain(tls_warnings)
+        .cloned()
+        .collect();
+    if let Some(files) = open_files {
+        let _ = writeln!(
+            s,
+            "open files: up to {}{}",
+            files.limit,
+            files
+                .raised_from
+                .map(|from| format!(" (raised from {from})"))
+                .unwrap_or_default()
+        );
+        warnings.extend(crate::open_files::max_connections_warning(
+            files.limit,
+            config.limits.max_connections,
+        ));
+    }
+    for w in &warnings {
         let _ = writeln!(s, "warning: {w}");
     }
     print!("{s}");

@@ -124,6 +124,45 @@ fn no_flags_starts_on_loopback() {
     assert!(banner.contains("open relay"), "{banner}");
 }
 
+/// A low soft open-files limit is raised to the hard one, and a -max-connections the hard
+/// limit cannot reach is warned about (prlimit, from util-linux, sets the limits).
+#[test]
+fn open_files_limit_is_raised_and_an_unreachable_cap_warned() {
+    let mut child = Process::new("prlimit")
+        .args(["--nofile=256:4096", "--", BIN])
+        .args([
+            "-local-ip",
+            "127.0.0.1",
+            "-udp-port",
+            "5098",
+            "-tcp-port",
+            "0",
+        ])
+        .args(["-tls-port", "0", "-ws-port", "0", "-wss-port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let banner = read_until(&mut child, "-max-connections 50000 is above");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        banner.contains("open files: up to 4096 (raised from 256)"),
+        "{banner}"
+    );
+    assert!(banner.contains("about 3996"), "{banner}");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["4096", "4096"],
+        "{line}"
+    );
+}
+
 /// Reads the child's stdout until a line contains `needle` (bounded: 10 s).
 fn read_until(child: &mut std::process::Child, needle: &str) -> String {
     let stdout = child.stdout.take().unwrap();

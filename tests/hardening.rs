@@ -9,7 +9,8 @@
 //! - faults: servers refusing, failing TLS, blackholed or silent get 503 (quickly) or 408,
 //!   and the stats line (SIGUSR1) shows transactions and connections back to zero; a TCP
 //!   server restarting mid-call is reconnected to and the dialog goes on; 2,000 registered
-//!   TCP clients dropping at once leave no connection and, after the grace, no binding.
+//!   TCP clients dropping at once leave no connection and, after the grace, no binding;
+//!   out of file descriptors, the listener neither spins nor stops.
 //!
 //! Every wait is bounded; nothing leaves loopback.
 
@@ -954,4 +955,113 @@ fn register_text(local: SocketAddr, i: usize, registrar: SocketAddr) -> String {
         body: "",
     }
     .render()
+}
+
+/// utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // the command name (field 2) may hold spaces: count from the ')' that ends it
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Out of file descriptors: a failed accept leaves the connection in the backlog, so a
+/// listener that retried at once would spin a core and flood the log. Roundabout pauses
+/// after a failed accept, logs the failures at most once a second, answers UDP meanwhile,
+/// and serves new connections once descriptors are free again. Its banner says the limit.
+#[tokio::test]
+async fn running_out_of_file_descriptors_neither_spins_nor_stops_the_listener() {
+    let peers = Peers::new();
+    let proxy = proxy_ports(&peers);
+    let mut args = proxy.flags();
+    args.extend(
+        [
+            "-max-connections",
+            "0",
+            "-max-connections-per-ip",
+            "0",
+            "-pike-limit",
+            "0",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let tcp = common::Transport::Tcp;
+    let ready = [
+        (proxy.addr(Kind::Udp), common::Transport::Udp),
+        (proxy.addr(Kind::Tcp), tcp),
+        (proxy.addr(Kind::Wss), tcp),
+    ];
+    let rb = peers.roundabout_nofile((64, 64), &args, &ready);
+    assert!(
+        rb.output().contains("open files: up to 64"),
+        "banner without the open-files limit\n{}",
+        rb.report()
+    );
+
+    // More connections than the proxy has descriptors for: the kernel completes them all
+    // (the listen backlog), the proxy cannot accept the later ones.
+    let mut held = Vec::new();
+    for _ in 0..120 {
+        let c = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(proxy.addr(Kind::Tcp)),
+        )
+        .await;
+        match c {
+            Ok(Ok(s)) => held.push(s),
+            _ => break,
+        }
+    }
+    assert!(held.len() >= 100, "only {} connections opened", held.len());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !whole_log(&rb).contains("accept failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed accept logged\n{}",
+            rb.report()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        whole_log(&rb).contains("out of file descriptors"),
+        "the log does not say why\n{}",
+        rb.report()
+    );
+
+    // Two seconds out of descriptors: little CPU (a spinning listener would use a whole
+    // core, ~200 ticks), few log lines, and UDP still answered.
+    let lines_before = whole_log(&rb).matches("accept failed").count();
+    let ticks_before = cpu_ticks(rb.pid());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ticks = cpu_ticks(rb.pid()) - ticks_before;
+    let lines = whole_log(&rb).matches("accept failed").count() - lines_before;
+    assert!(
+        ticks < 60,
+        "{ticks} ticks of CPU in 2 s without descriptors"
+    );
+    assert!(lines <= 4, "{lines} 'accept failed' lines in 2 s");
+    let udp = proxy.addr(Kind::Udp);
+    tokio::task::spawn_blocking(move || common::sip_ping(udp, Duration::from_secs(3)))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("UDP not answered while out of descriptors: {e}"));
+
+    // Descriptors free again: a new TCP connection is served.
+    drop(held);
+    let mut link = Link::connect(Kind::Tcp, OTHER_IP.into(), &proxy).await;
+    let local = link.local;
+    link.send(
+        &String::from_utf8(options(local, Kind::Tcp.via(), "after", "", 0, ""))
+            .unwrap()
+            .replace("nobody@192.0.2.99", "127.0.0.1"),
+    )
+    .await;
+    assert_eq!(
+        link.recv_final().await.status(),
+        Some(200),
+        "OPTIONS over a new connection once descriptors are free\n{}",
+        rb.report()
+    );
 }

@@ -31,6 +31,14 @@ use tokio_native_tls::{TlsAcceptor, TlsConnector};
 /// may take before the request gets 503; also the bound of an accepted TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// After a failed accept (typically out of file descriptors: the pending connection stays
+/// in the backlog, so accepting again at once would fail again at once and spin a core),
+/// the listener waits this long before the next try.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Failed accepts are logged at most once per this interval, with the count in between.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(1);
+
 /// What a listener does with an accepted TCP socket before SIP flows on it.
 #[derive(Clone)]
 pub enum Upgrade {
@@ -57,6 +65,9 @@ pub struct TcpListenerActor {
     routers: RouterPool,
     events: ConnectionEvents,
     guard: Guard,
+    /// Failed accepts not logged yet, and when the last was logged.
+    accept_errors: u64,
+    accept_error_logged: Option<std::time::Instant>,
 }
 
 impl TcpListenerActor {
@@ -70,6 +81,9 @@ impl TcpListenerActor {
         TcpListenerActor::create(move |ctx| {
             let accepts = futures_util::stream::unfold(listener, |l| async move {
                 let r = l.accept().await;
+                if r.is_err() {
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
                 Some((r, l))
             });
             ctx.add_stream(accepts);
@@ -78,8 +92,35 @@ impl TcpListenerActor {
                 routers,
                 events,
                 guard,
+                accept_errors: 0,
+                accept_error_logged: None,
             }
         })
+    }
+}
+
+impl TcpListenerActor {
+    fn accept_failed(&mut self, e: std::io::Error) {
+        self.accept_errors += 1;
+        let now = std::time::Instant::now();
+        if self
+            .accept_error_logged
+            .is_some_and(|at| now.duration_since(at) < ACCEPT_ERROR_LOG_EVERY)
+        {
+            return;
+        }
+        let hint = if matches!(e.raw_os_error(), Some(23 | 24)) {
+            " (out of file descriptors: raise the open-files limit or lower -max-connections)"
+        } else {
+            ""
+        };
+        warn!(
+            "{} accept failed {} time(s): {e}{hint}",
+            self.upgrade.transport(),
+            self.accept_errors
+        );
+        self.accept_errors = 0;
+        self.accept_error_logged = Some(now);
     }
 }
 
@@ -92,7 +133,7 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
         let (stream, remote) = match item {
             Ok(accepted) => accepted,
             // e.g. out of file descriptors: this accept fails, the listener goes on.
-            Err(e) => return warn!("{} accept failed: {e}", self.upgrade.transport()),
+            Err(e) => return self.accept_failed(e),
         };
         // Over a cap: dropping the stream closes it (the guard logs, at most once a second).
         let Some(slot) = self.guard.admit_connection(remote.ip()) else {

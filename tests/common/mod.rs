@@ -141,6 +141,26 @@ impl Peers {
     pub fn roundabout(&self, args: &[&str], ready_on: &[(SocketAddr, Transport)]) -> Proc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_roundabout"));
         cmd.args(args);
+        self.start_roundabout(cmd, ready_on)
+    }
+
+    /// `roundabout` started under `prlimit --nofile=SOFT:HARD` (util-linux), so that its
+    /// open-files limits are these; otherwise as [`Peers::roundabout`].
+    pub fn roundabout_nofile(
+        &self,
+        (soft, hard): (u64, u64),
+        args: &[&str],
+        ready_on: &[(SocketAddr, Transport)],
+    ) -> Proc {
+        let mut cmd = Command::new(required_tool("prlimit"));
+        cmd.arg(format!("--nofile={soft}:{hard}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_roundabout"))
+            .args(args);
+        self.start_roundabout(cmd, ready_on)
+    }
+
+    fn start_roundabout(&self, mut cmd: Command, ready_on: &[(SocketAddr, Transport)]) -> Proc {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "debug");
         }
