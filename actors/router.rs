@@ -632,14 +632,11 @@ impl Router {
             return;
         }
         tx.cancelled = true;
-        match (&tx.state, &tx.destination) {
-            (TxState::Calling | TxState::Proceeding, Some(dest)) => {
-                debug!("CANCEL {} -> {dest}", tx.hop.request_uri);
-                let (dest, bytes) = (dest.clone(), tx.hop.cancel());
-                self.deliver(dest, bytes, None, ctx);
-            }
-            // Still resolving: forward() sees `cancelled` and answers 487 itself.
-            _ => {}
+        // Still resolving (no destination yet): forward() sees `cancelled` and answers 487.
+        if let (TxState::Calling | TxState::Proceeding, Some(dest)) = (&tx.state, &tx.destination) {
+            debug!("CANCEL {} -> {dest}", tx.hop.request_uri);
+            let (dest, bytes) = (dest.clone(), tx.hop.cancel());
+            self.deliver(dest, bytes, None, ctx);
         }
     }
 
@@ -909,10 +906,10 @@ impl Router {
         let answered_2xx =
             tx.is_invite() && tx.final_status.is_some_and(|s| (200..300).contains(&s));
         let all_streams = tx.source.transport.is_stream()
-            && !tx
+            && tx
                 .destination
                 .as_ref()
-                .is_some_and(|d| d.transport() == Transport::Udp);
+                .is_none_or(|d| d.transport() != Transport::Udp);
         let linger = if answered_2xx || all_streams {
             LINGER_STREAM
         } else {

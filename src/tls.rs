@@ -452,9 +452,8 @@ mod tests {
     #[test]
     fn missing_default_cert_gives_a_self_signed_one_with_a_warning() {
         let dir = scratch("default");
-        let c = config(&format!(
-            "-local-ip 192.0.2.7 -local-fqdn proxy.example.com -wss-port 9443 -ws-port 0"
-        ));
+        let c =
+            config("-local-ip 192.0.2.7 -local-fqdn proxy.example.com -wss-port 9443 -ws-port 0");
         let c = Config {
             tls_cert: dir.join("cert.pem"),
             tls_key: dir.join("key.pem"),

@@ -103,7 +103,7 @@ impl Guard {
             t.refused_unlogged += 1;
             let now = Instant::now();
             if t.last_refusal_log
-                .map_or(true, |at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL)
+                .is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL)
             {
                 info!(
                     "refused {} connection(s), the latest from {ip}: {why}",
@@ -240,7 +240,7 @@ impl Pike {
         }
         e.count = e.count.saturating_add(1);
         if e.count > limit {
-            if e.blocked_until.map_or(true, |u| u <= now) {
+            if e.blocked_until.is_none_or(|u| u <= now) {
                 warn!(
                     "flood from {ip}: more than {limit} requests in {PIKE_WINDOW:?}; its requests \
                      are dropped until it stays under that for {PIKE_BLOCK:?} (-pike-limit)"

@@ -79,7 +79,7 @@ impl Default for Config {
 /// What the command line asks for.
 pub enum Command {
     Proxy(Box<Config>),
-    Csr(crate::csr::CsrRequest, Option<PathBuf>),
+    Csr(Box<crate::csr::CsrRequest>, Option<PathBuf>),
     Version,
 }
 
@@ -147,7 +147,7 @@ impl Command {
                 sans,
                 key_path: PathBuf::from(f.tls_key.unwrap_or_else(|| "key.pem".into())),
             };
-            return Ok(Command::Csr(req, f.csr_out.map(PathBuf::from)));
+            return Ok(Command::Csr(Box::new(req), f.csr_out.map(PathBuf::from)));
         }
         Config::from_flags(f).map(|c| Command::Proxy(Box::new(c)))
     }

@@ -124,7 +124,7 @@ mod tests {
         );
         assert!(!is_loop(&first, &local));
         // In-dialog through a Record-Routing server: same Request-URI, fewer Routes.
-        let routed = format!("Route: <sip:127.0.0.4;lr>, <sip:127.0.0.1;lr>\r\n");
+        let routed = "Route: <sip:127.0.0.4;lr>, <sip:127.0.0.1;lr>\r\n".to_string();
         let first_pass = req("sip:b@y", &routed);
         let b2 = gen.next(&first_pass);
         let back =

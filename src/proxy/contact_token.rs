@@ -93,7 +93,7 @@ impl TokenKey {
         let mac = u64::from_str_radix(parts.next()?, 16).ok()?;
         let original_uri = unescape_param(parts.next()?)?;
         let remote = SocketAddr::new(ip, port);
-        (self.mac(transport, &remote, flow, &original_uri) == mac).then(|| ContactToken {
+        (self.mac(transport, &remote, flow, &original_uri) == mac).then_some(ContactToken {
             source: Source {
                 transport,
                 remote,
