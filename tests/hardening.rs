@@ -40,6 +40,16 @@ fn proxy_ports(peers: &Peers) -> ProxyPorts {
 }
 
 fn start(peers: &Peers, proxy: &ProxyPorts, extra: &[&str]) -> Proc {
+    start_with_nofile(peers, proxy, extra, None)
+}
+
+/// As [`start`], under these open-files limits (soft, hard) when given.
+fn start_with_nofile(
+    peers: &Peers,
+    proxy: &ProxyPorts,
+    extra: &[&str],
+    nofile: Option<(u64, u64)>,
+) -> Proc {
     let mut args = proxy.flags();
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -51,7 +61,10 @@ fn start(peers: &Peers, proxy: &ProxyPorts, extra: &[&str]) -> Proc {
         (proxy.addr(Kind::Ws), tcp),
         (proxy.addr(Kind::Wss), tcp),
     ];
-    peers.roundabout(&args, &ready)
+    match nofile {
+        Some(limits) => peers.roundabout_nofile(limits, &args, &ready),
+        None => peers.roundabout(&args, &ready),
+    }
 }
 
 /// The counts of the stats line, asked for with SIGUSR1.
@@ -487,16 +500,8 @@ async fn slow_idle_and_crowded_connections_are_closed_and_keepalives_keep_them()
     let mut idle = Link::connect(Kind::Tcp, OTHER_IP.into(), &proxy).await;
     let mut kept = Link::connect(Kind::Tls, OTHER_IP.into(), &proxy).await;
     for (link, branch) in [(&mut idle, "idle"), (&mut kept, "kept")] {
-        let local = link.local;
-        let t = link.kind.via();
-        link.send(
-            &String::from_utf8(options(local, t, branch, "", 0, ""))
-                .unwrap()
-                .replace("nobody@192.0.2.99", "127.0.0.1"),
-        )
-        .await;
         assert_eq!(
-            link.recv_final().await.status(),
+            options_to_roundabout(link, branch).await,
             Some(200),
             "OPTIONS to Roundabout itself"
         );
@@ -957,6 +962,16 @@ fn register_text(local: SocketAddr, i: usize, registrar: SocketAddr) -> String {
     .render()
 }
 
+/// Sends an OPTIONS for Roundabout itself over `link`; the final answer's status.
+async fn options_to_roundabout(link: &mut Link, branch: &str) -> Option<u16> {
+    let request = options(link.local, link.kind.via(), branch, "", 0, "");
+    let request = String::from_utf8(request)
+        .unwrap()
+        .replace("nobody@192.0.2.99", "127.0.0.1");
+    link.send(&request).await;
+    link.recv_final().await.status()
+}
+
 /// utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15).
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -974,26 +989,15 @@ fn cpu_ticks(pid: u32) -> u64 {
 async fn running_out_of_file_descriptors_neither_spins_nor_stops_the_listener() {
     let peers = Peers::new();
     let proxy = proxy_ports(&peers);
-    let mut args = proxy.flags();
-    args.extend(
-        [
-            "-max-connections",
-            "0",
-            "-max-connections-per-ip",
-            "0",
-            "-pike-limit",
-            "0",
-        ]
-        .map(String::from),
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let tcp = common::Transport::Tcp;
-    let ready = [
-        (proxy.addr(Kind::Udp), common::Transport::Udp),
-        (proxy.addr(Kind::Tcp), tcp),
-        (proxy.addr(Kind::Wss), tcp),
+    let no_caps = [
+        "-max-connections",
+        "0",
+        "-max-connections-per-ip",
+        "0",
+        "-pike-limit",
+        "0",
     ];
-    let rb = peers.roundabout_nofile((64, 64), &args, &ready);
+    let rb = start_with_nofile(&peers, &proxy, &no_caps, Some((64, 64)));
     assert!(
         rb.output().contains("open files: up to 64"),
         "banner without the open-files limit\n{}",
@@ -1051,15 +1055,8 @@ async fn running_out_of_file_descriptors_neither_spins_nor_stops_the_listener() 
     // Descriptors free again: a new TCP connection is served.
     drop(held);
     let mut link = Link::connect(Kind::Tcp, OTHER_IP.into(), &proxy).await;
-    let local = link.local;
-    link.send(
-        &String::from_utf8(options(local, Kind::Tcp.via(), "after", "", 0, ""))
-            .unwrap()
-            .replace("nobody@192.0.2.99", "127.0.0.1"),
-    )
-    .await;
     assert_eq!(
-        link.recv_final().await.status(),
+        options_to_roundabout(&mut link, "after").await,
         Some(200),
         "OPTIONS over a new connection once descriptors are free\n{}",
         rb.report()

@@ -123,6 +123,14 @@ fn assert_roundabout_via(m: &Msg, kind: Kind, proxy: &ProxyPorts, below: usize) 
 }
 
 /// The response reached the client with exactly the one Via it sent.
+/// The registrar's side: 200 to `reg`, binding `contact` for 600 s.
+async fn accept_registration(server: &mut Link, reg: &Msg, contact: &str) {
+    let bound = format!("Contact: <{contact}>;expires=600");
+    server
+        .send(&response(reg, 200, "OK", "reg", &[bound]))
+        .await;
+}
+
 fn assert_client_vias(m: &Msg, sent_branch: &str) {
     let vias = m.all("Via");
     assert_eq!(vias.len(), 1, "the client must get only its own Via:\n{m}");
@@ -376,14 +384,7 @@ async fn wss_client_registers_and_is_reached_over_its_connection() {
         format!("sip:k3j2l1@{}:{}", proxy.ip, proxy.udp_tcp),
         "Contact towards the registrar:\n{reg}"
     );
-    s.send(&response(
-        &reg,
-        200,
-        "OK",
-        "reg",
-        &[format!("Contact: <{bound}>;expires=600")],
-    ))
-    .await;
+    accept_registration(&mut s, &reg, &bound).await;
 
     let ok = c.recv_final().await;
     assert_eq!(ok.status(), Some(200), "{ok}");
@@ -597,14 +598,7 @@ async fn plain_http_on_websocket_ports_gets_426() {
         let reg = s.recv_request("REGISTER").await;
         assert_roundabout_via(&reg, Kind::Udp, &proxy, 1);
         let bound = uri_of(&reg.get("Contact"));
-        s.send(&response(
-            &reg,
-            200,
-            "OK",
-            "reg",
-            &[format!("Contact: <{bound}>;expires=600")],
-        ))
-        .await;
+        accept_registration(&mut s, &reg, &bound).await;
         let ok = c.recv_final().await;
         assert_eq!(ok.status(), Some(200), "{kind:?}: {ok}");
         assert_client_vias(&ok, &format!("z9hG4bK{user}"));
