@@ -83,16 +83,8 @@ mkdir -p "$RUN" benches/results || exit 2
 LOG=$RUN/steps.log
 T0=$(date +%s)
 say() { echo "$*" | tee -a "$LOG"; }
+. "$ROOT/benches/lib.sh"
 
-STARTED=()
-cleanup() {
-    local pid
-    for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null; done
-    sleep 0.5
-    for pid in "${STARTED[@]}"; do kill -9 "$pid" 2>/dev/null; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 if [ $BUILD = 1 ]; then
     say "building: cargo build --release --locked --bin roundabout --example wss_clients"
@@ -102,36 +94,6 @@ fi
 cp target/release/roundabout "$RUN/roundabout" || exit 2
 cp target/release/examples/wss_clients "$RUN/wss_clients" || exit 2
 
-tree_pids() {
-    local all=" $1 " frontier="$1" next p c
-    while [ -n "$frontier" ]; do
-        next=""
-        for p in $frontier; do
-            for c in $(cat /proc/$p/task/*/children 2>/dev/null); do
-                case "$all" in *" $c "*) ;; *) all="$all$c "; next="$next $c" ;; esac
-            done
-        done
-        frontier=$next
-    done
-    echo $all
-}
-wait_listen() { # proto ip:port
-    local i flag
-    [ "$1" = udp ] && flag=-uln || flag=-tln
-    for i in $(seq 100); do
-        ss -H $flag "src $2" 2>/dev/null | grep -q . && return 0
-        sleep 0.1
-    done
-    return 1
-}
-stop_pid() {
-    local pid=$1 i
-    kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-}
-cpu_busy() { awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 
 # Kamailio's TLS identity: a throw-away self-signed P-256 certificate, as Roundabout makes
 KDIR=$RUN/kamailio-tls
@@ -283,7 +245,6 @@ T1=$(date +%s)
 
 kib() { awk -v b="$1" 'BEGIN{ if (b == "") print "-"; else printf "%.1f", b / 1024 }'; }
 mib() { awk -v k="$1" 'BEGIN{ if (k == "") print "-"; else printf "%.0f", k / 1024 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
 GEN_BOUND=85
 est() { awk -v c="$1" 'BEGIN{ if (c + 0 > 0) printf "%.0f", 1000 / c; else print "-" }'; }
 # a rate at which the generator used >= GEN_BOUND % of its CPU is its limit, not the proxy's

@@ -92,20 +92,8 @@ LOG=$RUN/steps.log
 T0=$(date +%s)
 
 say() { echo "$*" | tee -a "$LOG"; }
+. "$ROOT/benches/lib.sh"
 
-STARTED=()          # PIDs started by this script (stopped by PID on exit)
-cleanup() {
-    local pid
-    for pid in "${STARTED[@]}"; do
-        kill "$pid" 2>/dev/null
-    done
-    sleep 0.3
-    for pid in "${STARTED[@]}"; do
-        kill -9 "$pid" 2>/dev/null
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 if [ $BUILD = 1 ]; then
     say "building: cargo build --release --locked"
@@ -116,20 +104,6 @@ cp target/release/roundabout "$RUN/roundabout" || exit 2
 
 # ---------------------------------------------------------------- process helpers
 
-# every PID of the tree rooted at $1
-tree_pids() {
-    local all=" $1 " frontier="$1" next p
-    while [ -n "$frontier" ]; do
-        next=""
-        for p in $frontier; do
-            for c in $(cat /proc/$p/task/*/children 2>/dev/null); do
-                case "$all" in *" $c "*) ;; *) all="$all$c "; next="$next $c" ;; esac
-            done
-        done
-        frontier=$next
-    done
-    echo $all
-}
 # utime+stime (ticks) summed over the tree
 tree_ticks() {
     local t=0 p v
@@ -154,19 +128,7 @@ tree_pss_kb() {
     done
     echo $t
 }
-# busy ticks of one CPU (user+nice+system+irq+softirq+steal) from /proc/stat
-cpu_busy() { awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 
-# wait (up to 5 s) until something listens on $1 ($2 = udp|tcp, $3 = ip:port)
-wait_listen() {
-    local i flag
-    [ "$1" = udp ] && flag=-uln || flag=-tln
-    for i in $(seq 50); do
-        ss -H $flag "src $2" 2>/dev/null | grep -q . && return 0
-        sleep 0.1
-    done
-    return 1
-}
 port_busy() { ss -H -uan "src $1" | grep -q . || ss -H -tln "src $1" | grep -q .; }
 
 # datagrams dropped by the kernel (receive buffer full) on the UDP socket bound to ip:port
@@ -218,13 +180,6 @@ start_proxy() { # $1 proxy, $2 out transport, $3 dir
     sleep 0.3
 }
 
-stop_pid() { # stop one PID we started, SIGTERM then SIGKILL after 5 s
-    local pid=$1 i
-    kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-}
 
 start_uas() { # $1 transport, $2 dir
     (cd "$2" && exec taskset -c 1 sipp -sf "$ROOT/benches/sipp/uas.xml" -i $IP_UAS -p $PORT_UAS \
@@ -406,7 +361,6 @@ T1=$(date +%s)
 # ---------------------------------------------------------------- report
 
 mib() { awk -v k="$1" 'BEGIN{ if (k == "" || k == 0) print "-"; else printf "%.1f", k / 1024 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
 maxcell() { # key
     local m=${R_MAX[$1]:-} b=${R_BOUND[$1]:-0}
     [ -z "$m" ] && { echo "-"; return; }
