@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{Peers, Proc, Transport, KAMAILIO_IP, PROXY_IP};
+use common::{listener_flags, Peers, Proc, Transport, KAMAILIO_IP, PROXY_IP};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -90,24 +90,12 @@ fn jssip_in_chromium_registers_messages_and_calls_over_wss() {
     let port = p.proxy.port().to_string();
     let wss_port = wss.port().to_string();
     let trusted = format!("{}::{}:udp:", p.kamailio.ip(), p.kamailio.port());
+    let local_ip = PROXY_IP.to_string();
+    let mut args = vec!["-local-ip", &local_ip];
+    args.extend(listener_flags(&port, &wss_port));
+    args.extend(["-strict-host", "-trusted-server", &trusted]);
     let roundabout = p.roundabout(
-        &[
-            "-local-ip",
-            &PROXY_IP.to_string(),
-            "-udp-port",
-            &port,
-            "-tcp-port",
-            &port,
-            "-tls-port",
-            "0",
-            "-ws-port",
-            "0",
-            "-wss-port",
-            &wss_port,
-            "-strict-host",
-            "-trusted-server",
-            &trusted,
-        ],
+        &args,
         &[
             (p.proxy, Transport::Udp),
             (p.proxy, Transport::Tcp),

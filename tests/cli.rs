@@ -1,6 +1,8 @@
 //! The command line as users type it: exit codes, messages naming the bad flag, the no-flag
 //! run, and the shipped config examples read by the real parser.
 
+mod common;
+
 use roundabout::config::flags::{self, Parsed};
 use roundabout::config::Command;
 use std::io::{BufRead, BufReader};
@@ -73,30 +75,14 @@ fn help_and_version() {
 /// A malformed dataset is a warning naming the field; the good ones are used.
 #[test]
 fn malformed_dataset_is_warned_and_skipped() {
-    let mut child = Process::new(BIN)
-        .args([
-            "-udp-port",
-            "0",
-            "-tcp-port",
-            "0",
-            "-tls-port",
-            "0",
-            "-ws-port",
-            "0",
-            "-wss-port",
-            "0",
-        ])
-        .args([
-            "-trusted-server",
-            "127.0.0.3::5060:tcp:,127.0.0.4::5060:sctp:",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let banner = read_until(&mut child, "warning: without -strict-client");
-    let _ = child.kill();
-    let _ = child.wait();
+    let banner = banner_of(
+        Process::new(BIN)
+            .args(common::listener_flags("0", "0"))
+            .args([
+                "-trusted-server",
+                "127.0.0.3::5060:tcp:,127.0.0.4::5060:sctp:",
+            ]),
+    );
     assert!(
         banner.contains("trusted server 127.0.0.3:5060 over tcp"),
         "{banner}"
@@ -110,14 +96,7 @@ fn malformed_dataset_is_warned_and_skipped() {
 /// With no flags at all it starts on loopback and says where it listens.
 #[test]
 fn no_flags_starts_on_loopback() {
-    let mut child = Process::new(BIN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let banner = read_until(&mut child, "warning: without -strict-client");
-    let _ = child.kill();
-    let _ = child.wait();
+    let banner = banner_of(&mut Process::new(BIN));
     assert!(banner.contains("listening on:"), "{banner}");
     assert!(banner.contains("udp  127.0.0.1:5060"), "{banner}");
     assert!(banner.contains("tcp  127.0.0.1:5060"), "{banner}");
@@ -167,6 +146,20 @@ fn open_files_limit_is_raised_and_an_unreachable_cap_warned() {
         [hard.to_string(), hard.to_string()],
         "{line}"
     );
+}
+
+/// Starts `cmd` with its stdout piped, reads its banner up to the warning about running
+/// without -strict-client, then stops it.
+fn banner_of(cmd: &mut Process) -> String {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let banner = read_until(&mut child, "warning: without -strict-client");
+    let _ = child.kill();
+    let _ = child.wait();
+    banner
 }
 
 /// Reads the child's stdout until a line contains `needle` (bounded: 10 s).
@@ -269,19 +262,7 @@ fn csr_mode_from_the_command_line() {
     let dir = std::env::temp_dir().join(format!("roundabout-cli-csr-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("key.pem");
-    let made = Process::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(&key)
-        .output()
-        .expect("openssl (installed by tests/run-all.sh)");
-    assert!(made.status.success());
+    common::openssl_p256_key(&key);
     let key_arg = key.to_str().unwrap();
     let seed = [
         "-csr",

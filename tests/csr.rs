@@ -3,6 +3,8 @@
 //! checked with `openssl req -verify -text`. openssl must be installed; without it these
 //! tests fail rather than skip.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -302,14 +304,6 @@ fn missing_key_file_is_reported_with_the_command_to_make_one() {
         "{msg}"
     );
     // The command in the message really makes a key the CSR can be built with.
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        s(&key),
-    ]);
+    common::openssl_p256_key(&key);
     assert!(build_csr_pem(&seed_request(key)).is_ok());
 }

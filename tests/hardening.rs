@@ -29,42 +29,9 @@ use transport_peers::*;
 const GARBAGE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
 const OTHER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 
-fn proxy_ports(peers: &Peers) -> ProxyPorts {
-    ProxyPorts {
-        ip: common::PROXY_IP.into(),
-        udp_tcp: peers.proxy.port(),
-        tls: peers.port(),
-        ws: peers.port(),
-        wss: peers.port(),
-    }
-}
-
+/// Roundabout with all five listeners of `proxy` and `extra` flags.
 fn start(peers: &Peers, proxy: &ProxyPorts, extra: &[&str]) -> Proc {
-    start_with_nofile(peers, proxy, extra, None)
-}
-
-/// As [`start`], under these open-files limits (soft, hard) when given.
-fn start_with_nofile(
-    peers: &Peers,
-    proxy: &ProxyPorts,
-    extra: &[&str],
-    nofile: Option<(u64, u64)>,
-) -> Proc {
-    let mut args = proxy.flags();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let tcp = common::Transport::Tcp;
-    let ready = [
-        (proxy.addr(Kind::Udp), common::Transport::Udp),
-        (proxy.addr(Kind::Tcp), tcp),
-        (proxy.addr(Kind::Tls), tcp),
-        (proxy.addr(Kind::Ws), tcp),
-        (proxy.addr(Kind::Wss), tcp),
-    ];
-    match nofile {
-        Some(limits) => peers.roundabout_nofile(limits, &args, &ready),
-        None => peers.roundabout(&args, &ready),
-    }
+    proxy.start_roundabout(peers, extra, None)
 }
 
 /// The counts of the stats line, asked for with SIGUSR1.
@@ -394,7 +361,7 @@ async fn send_garbage(proxy: &ProxyPorts) {
 #[tokio::test]
 async fn garbage_on_every_listener_is_refused_while_calls_go_through() {
     let peers = Peers::new();
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let server = format!("{}::{}:udp:", peers.uas.ip(), peers.uas.port());
     let mut rb = start(
         &peers,
@@ -430,13 +397,14 @@ async fn garbage_on_every_listener_is_refused_while_calls_go_through() {
         .wait_success(SIPP_TIMEOUT)
         .expect("the call placed during the garbage");
     peers
-        .sipp_client_run(
+        .sipp_client(
             "uac-call.xml",
             peers.uas,
             peers.uac,
             common::Transport::Udp,
             &caller_args,
         )
+        .wait_success(SIPP_TIMEOUT)
         .expect("the call placed after the garbage");
     uas.wait_success(SIPP_TIMEOUT)
         .expect("the callee took both calls");
@@ -475,7 +443,7 @@ async fn garbage_on_every_listener_is_refused_while_calls_go_through() {
 #[tokio::test]
 async fn slow_idle_and_crowded_connections_are_closed_and_keepalives_keep_them() {
     let peers = Peers::new();
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let rb = start(
         &peers,
         &proxy,
@@ -582,7 +550,7 @@ async fn slow_idle_and_crowded_connections_are_closed_and_keepalives_keep_them()
 #[tokio::test]
 async fn a_flood_is_dropped_counted_and_logged_once_and_trusted_servers_are_exempt() {
     let peers = Peers::new();
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let trusted = format!("{}::{}:udp:", UAS_IP, peers.uas.port());
     let mut rb = start(
         &peers,
@@ -656,7 +624,7 @@ async fn a_flood_is_dropped_counted_and_logged_once_and_trusted_servers_are_exem
 #[tokio::test]
 async fn down_servers_get_503_or_408_and_leave_nothing_behind() {
     let peers = Peers::new();
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let refused = SocketAddr::new(UAS_IP.into(), peers.port());
     let bad_tls = SocketAddr::new(UAS_IP.into(), peers.port());
     let blackhole = SocketAddr::new(UAS_IP.into(), peers.port());
@@ -763,7 +731,7 @@ async fn down_servers_get_503_or_408_and_leave_nothing_behind() {
 #[tokio::test]
 async fn a_tcp_server_restarting_mid_call_is_reconnected() {
     let peers = Peers::new();
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let mut srv = Server::listen(Kind::Tcp, peers.uas, None).await;
     let server = format!("{}:pbx.test:{}:tcp:", peers.uas.ip(), peers.uas.port());
     let _rb = start(
@@ -796,12 +764,7 @@ async fn a_tcp_server_restarting_mid_call_is_reconnected() {
     let ok = c.recv_final().await;
     assert_eq!(ok.status(), Some(200), "{ok}");
     let target = uri_of(&ok.get("Contact"));
-    let routes: Vec<String> = ok
-        .all("Record-Route")
-        .into_iter()
-        .rev()
-        .map(|r| format!("Route: {r}"))
-        .collect();
+    let routes = ok.route_set();
     let in_dialog = |method, cseq, branch: &str| Request {
         method,
         uri: &target,
@@ -838,7 +801,7 @@ async fn a_tcp_server_restarting_mid_call_is_reconnected() {
 async fn two_thousand_clients_dropping_at_once_leave_nothing_behind() {
     const CLIENTS: usize = 2000;
     let peers = Peers::new();
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let registrar_addr = peers.uas;
     let server = format!("{}::{}:udp:", registrar_addr.ip(), registrar_addr.port());
     let mut rb = start(
@@ -988,7 +951,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[tokio::test]
 async fn running_out_of_file_descriptors_neither_spins_nor_stops_the_listener() {
     let peers = Peers::new();
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let no_caps = [
         "-max-connections",
         "0",
@@ -997,7 +960,7 @@ async fn running_out_of_file_descriptors_neither_spins_nor_stops_the_listener() 
         "-pike-limit",
         "0",
     ];
-    let rb = start_with_nofile(&peers, &proxy, &no_caps, Some((64, 64)));
+    let rb = proxy.start_roundabout(&peers, &no_caps, Some((64, 64)));
     assert!(
         rb.output().contains("open files: up to 64"),
         "banner without the open-files limit\n{}",

@@ -10,59 +10,45 @@ use common::{kamailio_wait_registered, Peers, Transport, KAMAILIO_PASSWORD, SIPP
 fn call(transport: Transport, callee: &str, caller: &str) {
     let p = Peers::new();
     let uas = p.sipp_server(callee, p.uas, transport, &[]);
-    p.sipp_client_run(caller, p.uas, p.uac, transport, &["-s", "bob"])
+    p.sipp_client(caller, p.uas, p.uac, transport, &["-s", "bob"])
+        .wait_success(SIPP_TIMEOUT)
         .unwrap();
     uas.wait_success(SIPP_TIMEOUT).unwrap();
 }
 
-#[test]
-fn sipp_call_udp() {
-    call(Transport::Udp, "uas-call.xml", "uac-call.xml");
+/// Two tests, `$udp` and `$tcp`, each running `$run` with that transport and then `$arg`s.
+macro_rules! udp_and_tcp {
+    ($udp:ident, $tcp:ident: $run:ident($($arg:expr),*)) => {
+        #[test]
+        fn $udp() {
+            $run(Transport::Udp, $($arg),*);
+        }
+
+        #[test]
+        fn $tcp() {
+            $run(Transport::Tcp, $($arg),*);
+        }
+    };
 }
 
-#[test]
-fn sipp_call_tcp() {
-    call(Transport::Tcp, "uas-call.xml", "uac-call.xml");
-}
-
-#[test]
-fn sipp_call_callee_hangs_up_udp() {
-    call(
-        Transport::Udp,
-        "uas-call-bye.xml",
-        "uac-call-remote-bye.xml",
-    );
-}
-
-#[test]
-fn sipp_call_callee_hangs_up_tcp() {
-    call(
-        Transport::Tcp,
-        "uas-call-bye.xml",
-        "uac-call-remote-bye.xml",
-    );
-}
-
-#[test]
-fn sipp_cancel_udp() {
-    call(Transport::Udp, "uas-ring-forever.xml", "uac-cancel.xml");
-}
-
-#[test]
-fn sipp_cancel_tcp() {
-    call(Transport::Tcp, "uas-ring-forever.xml", "uac-cancel.xml");
-}
+udp_and_tcp!(sipp_call_udp, sipp_call_tcp: call("uas-call.xml", "uac-call.xml"));
+udp_and_tcp!(
+    sipp_call_callee_hangs_up_udp,
+    sipp_call_callee_hangs_up_tcp: call("uas-call-bye.xml", "uac-call-remote-bye.xml")
+);
+udp_and_tcp!(sipp_cancel_udp, sipp_cancel_tcp: call("uas-ring-forever.xml", "uac-cancel.xml"));
 
 fn request(transport: Transport, scenario: &str) {
     let p = Peers::new();
     let uas = p.sipp_server("uas-answer.xml", p.uas, transport, &[]);
-    p.sipp_client_run(
+    p.sipp_client(
         scenario,
         p.uas,
         p.uac,
         transport,
         &["-s", "bob", "-key", "expected", "200"],
     )
+    .wait_success(SIPP_TIMEOUT)
     .unwrap();
     uas.wait_success(SIPP_TIMEOUT).unwrap();
 }
@@ -84,13 +70,15 @@ fn sipp_options_and_message_tcp() {
 fn sipp_unexpected_status_fails() {
     let p = Peers::new();
     let _uas = p.sipp_server("uas-answer.xml", p.uas, Transport::Udp, &[]);
-    let result = p.sipp_client_run(
-        "uac-message.xml",
-        p.uas,
-        p.uac,
-        Transport::Udp,
-        &["-s", "bob", "-key", "expected", "404"],
-    );
+    let result = p
+        .sipp_client(
+            "uac-message.xml",
+            p.uas,
+            p.uac,
+            Transport::Udp,
+            &["-s", "bob", "-key", "expected", "404"],
+        )
+        .wait_success(SIPP_TIMEOUT);
     let err = result.expect_err("a 200 must not pass for an expected 404");
     assert!(err.contains("unexpected final status 200"), "{err}");
 }
@@ -101,13 +89,14 @@ fn sipp_unexpected_status_fails() {
 fn sipp_duplicate_invite_reaches_a_callee_without_proxy() {
     let p = Peers::new();
     let uas = p.sipp_server("uas-call.xml", p.uas, Transport::Udp, &[]);
-    p.sipp_client_run(
+    p.sipp_client(
         "uac-udp-retrans.xml",
         p.uas,
         p.uac,
         Transport::Udp,
         &["-s", "bob", "-nr"],
     )
+    .wait_success(SIPP_TIMEOUT)
     .unwrap();
     uas.wait_success(SIPP_TIMEOUT).unwrap();
 
@@ -136,13 +125,14 @@ fn registrar(transport: Transport) {
 
     // alice registers (and unregisters) from the caller's address
     let alice = [&["-s", "alice"][..], &auth].concat();
-    p.sipp_client_run(
+    p.sipp_client(
         "uac-register-auth.xml",
         p.kamailio,
         p.uac,
         transport,
         &alice,
     )
+    .wait_success(SIPP_TIMEOUT)
     .unwrap();
 
     // bob registers from the callee's address and waits for a call; the caller uses the
@@ -158,29 +148,23 @@ fn registrar(transport: Transport) {
     );
     kamailio_wait_registered(&mut kamailio, "bob");
 
-    p.sipp_client_run(
+    p.sipp_client(
         "uac-call.xml",
         p.kamailio,
         p.uac,
         transport,
         &["-s", "bob", "-ap", KAMAILIO_PASSWORD, "-cid_str", &call_id],
     )
+    .wait_success(SIPP_TIMEOUT)
     .unwrap();
     client.wait_success(SIPP_TIMEOUT).unwrap();
 
-    p.sipp_client_run("uac-unregister.xml", p.kamailio, p.uac, transport, &alice)
+    p.sipp_client("uac-unregister.xml", p.kamailio, p.uac, transport, &alice)
+        .wait_success(SIPP_TIMEOUT)
         .unwrap();
 }
 
-#[test]
-fn kamailio_register_and_call_udp() {
-    registrar(Transport::Udp);
-}
-
-#[test]
-fn kamailio_register_and_call_tcp() {
-    registrar(Transport::Tcp);
-}
+udp_and_tcp!(kamailio_register_and_call_udp, kamailio_register_and_call_tcp: registrar());
 
 /// Kamailio as the proxy in the middle, inserted the way the e2e tests insert Roundabout:
 /// the caller's R-URI names the callee, `-rsa` sends everything to the proxy. Proves the
@@ -199,7 +183,8 @@ fn through_kamailio(
     let uas = p.sipp_server(callee, p.uas, Transport::Udp, callee_args);
     let rsa = p.kamailio.to_string();
     let args = [&["-s", "bob", "-rsa", &rsa][..], caller_args].concat();
-    p.sipp_client_run(caller, p.uas, p.uac, caller_transport, &args)
+    p.sipp_client(caller, p.uas, p.uac, caller_transport, &args)
+        .wait_success(SIPP_TIMEOUT)
         .unwrap();
     uas.wait_success(SIPP_TIMEOUT).unwrap();
 }
@@ -265,13 +250,14 @@ fn kamailio_in_the_middle_challenges_invite() {
     let mut kamailio = p.kamailio_registrar(p.kamailio, &[]);
     let uas = p.sipp_server("uas-call.xml", p.uas, Transport::Udp, &[]);
     let rsa = p.kamailio.to_string();
-    p.sipp_client_run(
+    p.sipp_client(
         "uac-call.xml",
         p.uas,
         p.uac,
         Transport::Udp,
         &["-s", "bob", "-ap", KAMAILIO_PASSWORD, "-rsa", &rsa],
     )
+    .wait_success(SIPP_TIMEOUT)
     .unwrap();
     uas.wait_success(SIPP_TIMEOUT).unwrap();
     kamailio

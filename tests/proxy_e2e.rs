@@ -36,7 +36,8 @@ fn call(
     let uas = p.sipp_server(callee, p.uas, callee_t, callee_args);
     let rsa = p.proxy.to_string();
     let args = [&["-s", "bob", "-rsa", &rsa][..], caller_args].concat();
-    p.sipp_client_run(caller, p.uas, p.uac, caller_t, &args)
+    p.sipp_client(caller, p.uas, p.uac, caller_t, &args)
+        .wait_success(SIPP_TIMEOUT)
         .unwrap_or_else(|e| panic!("caller {caller_t:?}->{callee_t:?}: {e}"));
     uas.wait_success(SIPP_TIMEOUT)
         .unwrap_or_else(|e| panic!("callee {caller_t:?}->{callee_t:?}: {e}"));
@@ -125,13 +126,14 @@ fn strict_host_refuses_unknown_hosts() {
     let unknown: SocketAddr = "127.0.0.9:5099".parse().unwrap();
     let rsa = p.proxy.to_string();
     for t in [Transport::Udp, Transport::Tcp] {
-        p.sipp_client_run(
+        p.sipp_client(
             "uac-message.xml",
             unknown,
             p.uac,
             t,
             &["-s", "bob", "-rsa", &rsa, "-key", "expected", "403"],
         )
+        .wait_success(SIPP_TIMEOUT)
         .unwrap();
     }
 }
@@ -142,13 +144,14 @@ fn strict_host_refuses_unknown_hosts() {
 fn unknown_user_gets_404() {
     let p = Peers::new();
     let _rb = roundabout(&p, &["-strict-host"]);
-    p.sipp_client_run(
+    p.sipp_client(
         "uac-message.xml",
         p.proxy,
         p.uac,
         Transport::Udp,
         &["-s", "nobody", "-key", "expected", "404"],
     )
+    .wait_success(SIPP_TIMEOUT)
     .unwrap();
 }
 
@@ -173,13 +176,14 @@ fn strict_client_refuses_untrusted_register() {
         ],
     );
     let rsa = p.proxy.to_string();
-    p.sipp_client_run(
+    p.sipp_client(
         "uac-register-refused.xml",
         p.kamailio,
         p.uac,
         Transport::Udp,
         &["-s", "alice", "-rsa", &rsa],
     )
+    .wait_success(SIPP_TIMEOUT)
     .unwrap();
     assert!(
         kamailio
@@ -200,13 +204,14 @@ fn strict_client_refuses_untrusted_register() {
         "-rsa",
         &rsa,
     ];
-    p.sipp_client_run(
+    p.sipp_client(
         "uac-register-auth.xml",
         p.kamailio,
         p.uas,
         Transport::Udp,
         &auth,
     )
+    .wait_success(SIPP_TIMEOUT)
     .unwrap();
     kamailio_wait_registered(&mut kamailio, "alice");
 }
@@ -253,13 +258,14 @@ fn register_then_server_calls_client(client_t: Transport) {
         "registered Contact is not Roundabout's:\n{}",
         kamailio.report()
     );
-    p.sipp_client_run(
+    p.sipp_client(
         "uac-call.xml",
         p.kamailio,
         p.uac,
         Transport::Udp,
         &["-s", "bob", "-ap", KAMAILIO_PASSWORD, "-cid_str", &call_id],
     )
+    .wait_success(SIPP_TIMEOUT)
     .unwrap();
     client.wait_success(SIPP_TIMEOUT).unwrap();
 }

@@ -14,7 +14,7 @@
 mod common;
 mod transport_peers;
 
-use common::{Peers, Proc, PROXY_IP, UAC_IP};
+use common::{Peers, Proc, UAC_IP};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,30 +23,9 @@ use transport_peers::*;
 /// Host a browser client writes into its Via and Contact (JsSIP style).
 const INVALID_HOST: &str = "df7jal23ls0d.invalid";
 
-/// Roundabout's ports for one test, and its listening sockets to wait for.
-fn proxy_ports(peers: &Peers) -> ProxyPorts {
-    ProxyPorts {
-        ip: PROXY_IP.into(),
-        udp_tcp: peers.proxy.port(),
-        tls: peers.port(),
-        ws: peers.port(),
-        wss: peers.port(),
-    }
-}
-
+/// Roundabout with all five listeners of `proxy` and `extra` flags.
 fn start_roundabout(peers: &Peers, proxy: &ProxyPorts, extra: &[String]) -> Proc {
-    let mut args = proxy.flags();
-    args.extend(extra.iter().cloned());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let tcp = common::Transport::Tcp;
-    let ready = [
-        (proxy.addr(Kind::Udp), common::Transport::Udp),
-        (proxy.addr(Kind::Tcp), tcp),
-        (proxy.addr(Kind::Tls), tcp),
-        (proxy.addr(Kind::Ws), tcp),
-        (proxy.addr(Kind::Wss), tcp),
-    ];
-    peers.roundabout(&args, &ready)
+    proxy.start_roundabout(peers, extra, None)
 }
 
 /// Flags for one trusted server (`-strict-host`, so nothing else is reachable).
@@ -164,7 +143,7 @@ async fn call(client: Kind, server: Kind) {
         tls.then_some((cert.as_str(), key.as_str())),
     )
     .await;
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let mut flags = trusted(peers.uas, "", server);
     flags.extend(["-tls-ca".to_string(), ca_file]);
     let _roundabout = start_roundabout(&peers, &proxy, &flags);
@@ -275,12 +254,7 @@ async fn call(client: Kind, server: Kind) {
     );
 
     // ACK and BYE follow the route set to the server.
-    let routes: Vec<String> = ok
-        .all("Record-Route")
-        .into_iter()
-        .rev()
-        .map(|r| format!("Route: {r}"))
-        .collect();
+    let routes = ok.route_set();
     let in_dialog = |method, cseq, branch: &str, c: &Link| Request {
         method,
         uri: &target,
@@ -354,7 +328,7 @@ pairings! {
 async fn wss_client_registers_and_is_reached_over_its_connection() {
     let peers = Peers::new();
     let mut registrar = Server::listen(Kind::Udp, peers.uas, None).await;
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let _roundabout = start_roundabout(&peers, &proxy, &trusted(peers.uas, "", Kind::Udp));
 
     let mut c = Link::connect(Kind::Wss, UAC_IP.into(), &proxy).await;
@@ -478,7 +452,7 @@ async fn http_head(io: &mut BoxRw) -> String {
 #[tokio::test]
 async fn websocket_handshake_rules() {
     let peers = Peers::new();
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let _roundabout = start_roundabout(
         &peers,
         &proxy,
@@ -541,7 +515,7 @@ async fn websocket_handshake_rules() {
 async fn plain_http_on_websocket_ports_gets_426() {
     let peers = Peers::new();
     let mut registrar = Server::listen(Kind::Udp, peers.uas, None).await;
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let roundabout = start_roundabout(&peers, &proxy, &trusted(peers.uas, "", Kind::Udp));
     let connector = insecure_connector();
     for kind in [Kind::Ws, Kind::Wss] {
@@ -608,7 +582,7 @@ async fn plain_http_on_websocket_ports_gets_426() {
 #[tokio::test]
 async fn keepalives_are_answered() {
     let peers = Peers::new();
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let _roundabout = start_roundabout(&peers, &proxy, &[]);
     let connector = insecure_connector();
     // RFC 5626: CRLFCRLF is answered with CRLF, on TCP and on TLS.
@@ -647,7 +621,7 @@ async fn keepalives_are_answered() {
 #[tokio::test]
 async fn silent_connections_are_closed() {
     let peers = Peers::new();
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let _roundabout = start_roundabout(&peers, &proxy, &[]);
     let started = Instant::now();
     let limit = Duration::from_secs(40);
@@ -734,7 +708,7 @@ async fn outbound_tls_verifies_the_server() {
             &untrusted_key
         };
         let mut srv = Server::listen(Kind::Tls, peers.uas, Some((cert, key))).await;
-        let proxy = proxy_ports(&peers);
+        let proxy = ProxyPorts::new(&peers);
         let mut args = trusted(peers.uas, fqdn, Kind::Tls);
         for f in flags {
             args.push(f.to_string());
@@ -777,7 +751,7 @@ async fn outbound_connections_are_reused_and_reopened() {
         let ca = TestCa::new();
         let (cert, key) = ca.issue(&["127.0.0.3"]);
         let mut srv = Server::listen(kind, peers.uas, Some((&cert, &key))).await;
-        let proxy = proxy_ports(&peers);
+        let proxy = ProxyPorts::new(&peers);
         let mut flags = trusted(peers.uas, "", kind);
         flags.extend(["-tls-ca".to_string(), write_file(&peers, "ca.pem", &ca.pem)]);
         let _roundabout = start_roundabout(&peers, &proxy, &flags);
@@ -826,7 +800,7 @@ async fn explicit_certificate_chain_is_sent() {
     let (leaf, key) = intermediate.issue(&["127.0.0.1", "localhost"]);
     let cert_file = write_file(&peers, "chain.pem", &format!("{leaf}{}", intermediate.pem));
     let key_file = write_file(&peers, "leaf-key.pem", &key);
-    let proxy = proxy_ports(&peers);
+    let proxy = ProxyPorts::new(&peers);
     let roundabout = start_roundabout(
         &peers,
         &proxy,

@@ -182,20 +182,8 @@ impl Peers {
     /// listeners off), `-local-ip 127.0.0.1`, with `extra` flags; waits until both listen.
     pub fn roundabout_udp_tcp(&self, extra: &[&str]) -> Proc {
         let port = self.proxy.port().to_string();
-        let mut args = vec![
-            "-local-ip",
-            "127.0.0.1",
-            "-udp-port",
-            &port,
-            "-tcp-port",
-            &port,
-            "-tls-port",
-            "0",
-            "-ws-port",
-            "0",
-            "-wss-port",
-            "0",
-        ];
+        let mut args = vec!["-local-ip", "127.0.0.1"];
+        args.extend(listener_flags(&port, "0"));
         args.extend_from_slice(extra);
         self.roundabout(
             &args,
@@ -309,19 +297,6 @@ impl Peers {
         all.extend(args.iter().map(|a| a.to_string()));
         self.sipp(scenario, &as_strs(&all))
     }
-
-    /// [`Peers::sipp_client`] run to its end within [`SIPP_TIMEOUT`].
-    pub fn sipp_client_run(
-        &self,
-        scenario: &str,
-        remote: SocketAddr,
-        local: SocketAddr,
-        transport: Transport,
-        args: &[&str],
-    ) -> Result<(), String> {
-        self.sipp_client(scenario, remote, local, transport, args)
-            .wait_success(SIPP_TIMEOUT)
-    }
 }
 
 impl Default for Peers {
@@ -338,6 +313,41 @@ impl Drop for Peers {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Roundabout's listener port flags: UDP and TCP on `udp_tcp`, WSS on `wss`, TLS and WS off
+/// (a port of "0" turns its listener off).
+pub fn listener_flags<'a>(udp_tcp: &'a str, wss: &'a str) -> [&'a str; 10] {
+    [
+        "-udp-port",
+        udp_tcp,
+        "-tcp-port",
+        udp_tcp,
+        "-tls-port",
+        "0",
+        "-ws-port",
+        "0",
+        "-wss-port",
+        wss,
+    ]
+}
+
+/// Makes a P-256 private key (PKCS#8 PEM) at `path` with `openssl genpkey`, the command
+/// Roundabout's CSR errors suggest; panics with openssl's output if that fails.
+pub fn openssl_p256_key(path: &Path) {
+    let out = Command::new(required_tool("openssl"))
+        .args(["genpkey", "-algorithm", "EC"])
+        .args(["-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .arg(path)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl genpkey -out {} failed:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Waits (up to 10 s) until the Kamailio registrar's log shows a binding saved for `user`

@@ -3,11 +3,13 @@
 //! builders write requests and responses by hand; [`TestCa`] issues certificates.
 //!
 //! Every read is bounded by [`IO_TIMEOUT`] and panics with what was awaited when nothing
-//! comes, so a test never hangs.
+//! comes, so a test never hangs. Roundabout itself is started through `tests/common`
+//! ([`ProxyPorts::start_roundabout`]), so a binary using this module has `mod common;` too.
 #![allow(dead_code)] // each test binary uses a different part of this module
 #![allow(clippy::result_large_err)] // tungstenite's handshake callback type
 #![allow(clippy::large_enum_variant)] // a handful of links per test
 
+use crate::common::{Peers, Proc, Transport, PROXY_IP};
 use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::handshake::client::Response;
 use async_tungstenite::tungstenite::handshake::server::{
@@ -85,6 +87,18 @@ pub struct ProxyPorts {
 }
 
 impl ProxyPorts {
+    /// Roundabout's ports for one test on 127.0.0.1: UDP and TCP on the port of
+    /// `peers.proxy`, a free port each for TLS, WS and WSS.
+    pub fn new(peers: &Peers) -> ProxyPorts {
+        ProxyPorts {
+            ip: PROXY_IP.into(),
+            udp_tcp: peers.proxy.port(),
+            tls: peers.port(),
+            ws: peers.port(),
+            wss: peers.port(),
+        }
+    }
+
     pub fn port(&self, kind: Kind) -> u16 {
         match kind {
             Kind::Udp | Kind::Tcp => self.udp_tcp,
@@ -111,6 +125,36 @@ impl ProxyPorts {
         .into_iter()
         .flat_map(|(f, v)| [f.to_string(), v])
         .collect()
+    }
+
+    /// The five listening sockets, as [`Peers::roundabout`] waits for them: UDP, then TCP,
+    /// TLS, WS and WSS (all TCP sockets).
+    pub fn ready_on(&self) -> [(SocketAddr, Transport); 5] {
+        [
+            (self.addr(Kind::Udp), Transport::Udp),
+            (self.addr(Kind::Tcp), Transport::Tcp),
+            (self.addr(Kind::Tls), Transport::Tcp),
+            (self.addr(Kind::Ws), Transport::Tcp),
+            (self.addr(Kind::Wss), Transport::Tcp),
+        ]
+    }
+
+    /// Starts `roundabout` with [`ProxyPorts::flags`] and then `extra`, under the open-files
+    /// limits `nofile` (soft, hard) when given, and waits until all of
+    /// [`ProxyPorts::ready_on`] listen.
+    pub fn start_roundabout(
+        &self,
+        peers: &Peers,
+        extra: &[impl AsRef<str>],
+        nofile: Option<(u64, u64)>,
+    ) -> Proc {
+        let mut args = self.flags();
+        args.extend(extra.iter().map(|s| s.as_ref().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match nofile {
+            Some(limits) => peers.roundabout_nofile(limits, &args, &self.ready_on()),
+            None => peers.roundabout(&args, &self.ready_on()),
+        }
     }
 }
 
@@ -552,6 +596,16 @@ impl Msg {
     pub fn get(&self, name: &str) -> String {
         self.first(name)
             .unwrap_or_else(|| panic!("no {name} in:\n{self}"))
+    }
+
+    /// The `Route:` header lines of the caller's in-dialog requests after this 2xx: its
+    /// Record-Route values in reverse order (RFC 3261 12.1.2).
+    pub fn route_set(&self) -> Vec<String> {
+        self.all("Record-Route")
+            .into_iter()
+            .rev()
+            .map(|r| format!("Route: {r}"))
+            .collect()
     }
 }
 
