@@ -4,10 +4,11 @@
 //! Bindings are made only when the server answers a REGISTER with 2xx (so an unauthenticated
 //! REGISTER cannot hijack a user), and removed on expiry, on `Expires: 0`, and when a request
 //! for the client finds its connection gone. A binding outlives its connection on purpose,
-//! for [`FLOW_CLOSED_GRACE`] at most: the server still has the client registered and keeps
-//! sending it calls, which must get 480 (Temporarily Unavailable), not 404, while the client
-//! reconnects and registers again; after that the binding goes, so clients that vanish with
-//! their connections (thousands at once when a NAT or a network drops) leave nothing behind.
+//! for [`FLOW_CLOSED_GRACE`] at most: the server still has the client registered, and the
+//! first call it sends meanwhile must get 480 (Temporarily Unavailable), not 404 (the Router
+//! then removes the binding); after the grace the binding goes anyway, so clients that
+//! vanish with their connections (thousands at once when a NAT or a network drops) leave
+//! nothing behind.
 
 use super::messages::*;
 use crate::routing::FlowId;

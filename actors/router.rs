@@ -14,7 +14,7 @@ use crate::proxy::contact_token::TokenKey;
 use crate::proxy::responses::build_response;
 use crate::proxy::rewrite::{self, ProxyAddress};
 use crate::proxy::transaction::*;
-use crate::proxy::validate::{validate_request, validate_response_with_top_via};
+use crate::proxy::validate::{validate_request, validate_response};
 use crate::routing::{Decision, Destination, LocalIdentity, RouteTarget, Source};
 use crate::sip::header::iter_values;
 use crate::sip::uri::{NameAddr, SipUri};
@@ -173,7 +173,7 @@ impl Router {
             msg.request_uri(),
             source.remote
         );
-        self.deliver(reply_destination(source), bytes, None, ctx);
+        self.deliver(source.reply_destination(), bytes, None, ctx);
     }
 
     // ----- requests ---------------------------------------------------------------------
@@ -327,7 +327,7 @@ impl Router {
         if key.class == MethodClass::Invite {
             // A stateful proxy answers 100 at once so the caller stops retransmitting.
             let trying = build_response(&msg, 100, "Trying", source_via.as_deref());
-            self.deliver(reply_destination(&source), trying, None, ctx);
+            self.deliver(source.reply_destination(), trying, None, ctx);
         }
         let tx = ProxyTransaction {
             id,
@@ -366,7 +366,7 @@ impl Router {
         };
         trace!("absorbed a retransmitted {}", tx.method);
         if let Some(bytes) = answer {
-            self.deliver(reply_destination(&tx.source), bytes, None, ctx);
+            self.deliver(tx.source.reply_destination(), bytes, None, ctx);
         }
     }
 
@@ -404,13 +404,8 @@ impl Router {
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
                     Ok(Some(binding)) => {
                         debug!("client '{user}' is at {}", binding.source.remote);
-                        pending.request_uri = Some(binding.contact_uri.clone());
-                        let destination = crate::proxy::contact_token::ContactToken {
-                            source: binding.source,
-                            original_uri: binding.contact_uri,
-                        }
-                        .destination();
-                        act.forward(destination, pending, ctx)
+                        pending.request_uri = Some(binding.contact_uri);
+                        act.forward(binding.source.reply_destination(), pending, ctx)
                     }
                     Ok(None) => match fallback {
                         Some(f) => act.on_decision(*f, pending, ctx),
@@ -452,7 +447,7 @@ impl Router {
         );
         tx.final_status = Some(code);
         tx.last_response = Some(bytes.clone());
-        let dest = reply_destination(&tx.source);
+        let dest = tx.source.reply_destination();
         self.deliver(dest, bytes, None, ctx);
         self.complete(id, ctx);
     }
@@ -462,9 +457,11 @@ impl Router {
         match pending.job {
             Job::Ack(msg, source) => {
                 let branch = self.branches.next(&msg);
+                let source_via = top_via_with_received(&msg, &source);
                 let (bytes, _, _) = self.build_request(
                     &msg,
                     &source,
+                    source_via.as_deref(),
                     out,
                     &branch,
                     &pending.request_uri,
@@ -487,6 +484,7 @@ impl Router {
                 let (bytes, hop, contacts) = self.build_request(
                     request,
                     &tx.source,
+                    tx.source_via.as_deref(),
                     out,
                     &branch,
                     &pending.request_uri,
@@ -527,6 +525,8 @@ impl Router {
         &self,
         msg: &SipMessage,
         source: &Source,
+        // the sender's top Via with received/rport ([`top_via_with_received`])
+        source_via: Option<&str>,
         out: Transport,
         branch: &str,
         request_uri: &Option<String>,
@@ -556,10 +556,10 @@ impl Router {
                 .push(["Record-Route: ", &self.local.record_route(source.transport)].concat());
         }
         rewrite::remove_first_values(msg, HeaderName::Route, our_routes, &mut rw);
-        if let Some((i, line)) = msg.first(HeaderName::Via) {
+        if let (Some(v), Some((i, line))) = (source_via, msg.first(HeaderName::Via)) {
             if let Some(first) = iter_values(line).next() {
-                if let Some(v) = rewrite::via_with_received(&line[first.clone()], source) {
-                    rw.replace(i, [v.as_str(), &line[first.end..]].concat());
+                if v != &line[first.clone()] {
+                    rw.replace(i, [v, &line[first.end..]].concat());
                 }
             }
         }
@@ -645,7 +645,7 @@ impl Router {
     fn on_response(&mut self, msg: SipMessage, source: Source, ctx: &mut Context<Self>) {
         // The top Via is parsed once, for the check and for the branch.
         let top_via = msg.top_via();
-        if let Err(reason) = validate_response_with_top_via(&msg, top_via.as_ref()) {
+        if let Err(reason) = validate_response(&msg, top_via.as_ref()) {
             info!("dropped a response from {}: {reason}", source.remote);
             return;
         }
@@ -739,7 +739,7 @@ impl Router {
             None => {}
         }
         let bytes = msg.render(&rw);
-        let dest = reply_destination(&tx.source);
+        let dest = tx.source.reply_destination();
         let client_source = tx.source;
         debug!("{status} for {} -> {dest}", tx.method);
         for (user, contact_uri, expires) in bindings {
@@ -950,24 +950,6 @@ fn registration_changes(
         out.push((c.user.clone(), c.original_uri.clone(), expires));
     }
     out
-}
-
-/// Responses return the way the request came: down its connection, or to its UDP source
-/// address and port (RFC 3581 symmetric response routing).
-fn reply_destination(source: &Source) -> Destination {
-    if source.transport.is_stream() {
-        Destination::Flow {
-            flow: source.flow,
-            transport: source.transport,
-            remote: source.remote,
-        }
-    } else {
-        Destination::Address {
-            transport: Transport::Udp,
-            addr: source.remote,
-            tls_name: None,
-        }
-    }
 }
 
 /// The first Via value with received/rport filled in, for responses Roundabout makes.

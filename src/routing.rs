@@ -33,6 +33,26 @@ pub struct Source {
     pub flow: FlowId,
 }
 
+impl Source {
+    /// Back the way a message came: down the same connection for stream peers, to the
+    /// address it came from (symmetric, RFC 3581) for UDP.
+    pub fn reply_destination(&self) -> Destination {
+        if self.transport.is_stream() {
+            Destination::Flow {
+                flow: self.flow,
+                transport: self.transport,
+                remote: self.remote,
+            }
+        } else {
+            Destination::Address {
+                transport: Transport::Udp,
+                addr: self.remote,
+                tls_name: None,
+            }
+        }
+    }
+}
+
 /// Where a message goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Destination {

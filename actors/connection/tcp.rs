@@ -2,8 +2,9 @@
 //! by [`Upgrade`] what to do with an accepted socket), and the connector that opens outbound
 //! connections of each of them for the Dispatcher.
 //!
-//! Every step of opening a connection is bounded in time: TCP connect and TLS handshake
-//! [`CONNECT_TIMEOUT`] each, the WebSocket upgrade [`ws::HANDSHAKE_TIMEOUT`]. A failure is
+//! Every step of opening a connection is bounded in time: TCP connect, TLS handshake and
+//! WebSocket upgrade [`CONNECT_TIMEOUT`] each when Roundabout opens it; an accepted one's
+//! TLS handshake [`CONNECT_TIMEOUT`], its upgrade [`ws::HANDSHAKE_TIMEOUT`]. A failure is
 //! `DeliveryError::Unreachable` (the request gets 503) for outbound connections, and a log
 //! line and a closed socket for accepted ones. An accepted connection over the caps of the
 //! [`Guard`] (`-max-connections`, `-max-connections-per-ip`) is closed at once.
@@ -286,7 +287,7 @@ impl Outbound {
         StreamConnection::start(stream, flow, routers).recipient()
     }
 
-    /// WS and WSS: the WebSocket upgrade (offering `sip`, within [`ws::HANDSHAKE_TIMEOUT`]),
+    /// WS and WSS: the WebSocket upgrade (offering `sip`, within [`CONNECT_TIMEOUT`]),
     /// then SIP. `name` goes into the Host header.
     async fn websocket<S: AsyncRead + AsyncWrite + Unpin + 'static>(
         self,
@@ -296,7 +297,7 @@ impl Outbound {
         let secure = self.transport == Transport::Wss;
         let max_message = self.guard.limits().max_stream_message;
         let upgrade = ws::connect(stream, name, self.addr.port(), secure, max_message);
-        let ws = bounded(ws::HANDSHAKE_TIMEOUT, upgrade).await?;
+        let ws = bounded(CONNECT_TIMEOUT, upgrade).await?;
         let (flow, routers) = self.into_flow();
         Ok(WsConnection::start(ws, flow, routers).recipient())
     }

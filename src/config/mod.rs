@@ -284,15 +284,6 @@ impl Config {
             warnings,
         })
     }
-
-    /// The port Roundabout advertises for a transport: its listener's, or the transport's
-    /// default when that listener is off (the address still has to be written somewhere).
-    pub fn advertised_port(&self, t: Transport) -> u16 {
-        match self.ports.get(t) {
-            0 => t.default_port(),
-            p => p,
-        }
-    }
 }
 
 /// The limit flags, checked: a value that would stop Roundabout from working is an error.

@@ -32,22 +32,9 @@ pub struct ContactToken {
 }
 
 impl ContactToken {
-    /// Where a request for this contact goes: down the same connection for stream peers,
-    /// to the address (symmetric, RFC 3581) for UDP.
+    /// Where a request for this contact goes: back the way the client's REGISTER came.
     pub fn destination(&self) -> Destination {
-        if self.source.transport.is_stream() {
-            Destination::Flow {
-                flow: self.source.flow,
-                transport: self.source.transport,
-                remote: self.source.remote,
-            }
-        } else {
-            Destination::Address {
-                transport: self.source.transport,
-                addr: self.source.remote,
-                tls_name: None,
-            }
-        }
+        self.source.reply_destination()
     }
 }
 

@@ -173,16 +173,9 @@ fn name_addr_ok(value: &str) -> bool {
     }
 }
 
-pub fn validate_response(msg: &SipMessage) -> Result<(), &'static str> {
-    validate_response_with_top_via(msg, msg.top_via().as_ref())
-}
-
-/// [`validate_response`] with the top Via already parsed (`None`: none usable), for the
-/// Router, which needs it next and so parses it only once.
-pub fn validate_response_with_top_via(
-    msg: &SipMessage,
-    top_via: Option<&Via<'_>>,
-) -> Result<(), &'static str> {
+/// A response worth relaying: a usable top Via (`msg.top_via()`, parsed by the caller, who
+/// needs it next for the branch) and CSeq.
+pub fn validate_response(msg: &SipMessage, top_via: Option<&Via<'_>>) -> Result<(), &'static str> {
     if top_via.is_none() {
         return Err("no usable Via");
     }
