@@ -130,7 +130,6 @@ start_proxy() { # $1 proxy, $2 dir, $3 max connections, $4 instance J
             -max-connections 0 -max-connections-per-ip 0 -pike-limit 0 -log-level warn \
             >"$2/proxy.log" 2>&1) &
         PROXY_PID=$!
-        STARTED+=("$PROXY_PID")
         wait_listen udp $ip:$PORT_RBT_UDP && wait_listen tcp $PROXY_WSS || {
             say "!! roundabout did not start"; tail -5 "$2/proxy.log"; return 1; }
     else
@@ -141,7 +140,6 @@ start_proxy() { # $1 proxy, $2 dir, $3 max connections, $4 instance J
             -A "TLS_CFG=\"$KDIR/tls.cfg\"" -A "MAX_CONN=$(( $3 + 1000 ))" \
             -l udp:$ip:$PORT_KAM_UDP -l tls:$PROXY_WSS >"$2/proxy.log" 2>&1) &
         PROXY_PID=$!
-        STARTED+=("$PROXY_PID")
         wait_listen udp $ip:$PORT_KAM_UDP && wait_listen tcp $PROXY_WSS || {
             say "!! kamailio did not start"; tail -5 "$2/proxy.log"; return 1; }
     fi
@@ -174,14 +172,13 @@ bench_one() { # $1 proxy, $2 N
     for ((j = 0; j < k; j++)); do
         size=${sizes[j]}
         pids=$(tree_pids "${ppid[j]}" | tr ' ' ',')
-        ( timeout $(( n / 50 + 300 )) taskset -c 1 "$RUN/wss_clients" -n "$size" \
+        # a job of this script itself (not of a subshell), so that cleanup stops it on exit
+        timeout $(( n / 50 + 300 )) taskset -c 1 "$RUN/wss_clients" -n "$size" \
             --proxy "${R[$key.wss$j]}" --registrar $IP_REG:$((PORT_REG + j)) --sources $SOURCES \
             --concurrency 200 --calls $(( CALLS / k + (j < CALLS % k ? 1 : 0) )) --pids "$pids" --settle 3 --hold "$HOLD" \
             --timeout $(( n / 50 + 240 )) --ready-file "$dir/i$j/ready" \
-            --release-file "$dir/release" >"$dir/i$j/gen.out" 2>"$dir/i$j/gen.err"
-          echo $? >"$dir/i$j/gen.rc" ) &
+            --release-file "$dir/release" >"$dir/i$j/gen.out" 2>"$dir/i$j/gen.err" &
         gpid[j]=$!
-        STARTED+=("${gpid[j]}")
     done
     # every generator has registered its clients and read its proxy's memory: count the
     # connections all proxies hold at this moment, then let the generators finish
@@ -197,7 +194,7 @@ bench_one() { # $1 proxy, $2 N
     done
     R[$key.at_once]=$(established)
     touch "$dir/release"
-    for ((j = 0; j < k; j++)); do wait "${gpid[j]}" 2>/dev/null; done
+    for ((j = 0; j < k; j++)); do wait "${gpid[j]}"; echo $? >"$dir/i$j/gen.rc"; done
     c1=$(cpu_busy 0) w1=$(date +%s%N)
     # sum the instances' results: counts and memory add up; the phases ran concurrently, so
     # rates add up too; CPU per registration is weighted by registrations

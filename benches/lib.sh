@@ -1,14 +1,19 @@
 # Shell helpers shared by benches/run.sh and benches/clients.sh (sourced, not run).
 #
-# Processes: every PID a benchmark starts goes into STARTED and is stopped by PID on exit
-# (never by name: other programs on the machine are not ours). Measurements read /proc.
+# Processes: everything a benchmark starts runs as a background job of its script; on exit
+# the jobs still running are stopped by PID (never by name: other programs on the machine
+# are not ours; a job already waited for is not in the list, so its PID is never reused
+# by mistake). Measurements read /proc.
 
-STARTED=()          # PIDs started by the sourcing script (stopped by PID on exit)
 cleanup() {
-    local pid
-    for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null; done
+    local live
+    live=$(jobs -pr)
+    [ -n "$live" ] || return 0
+    kill $live 2>/dev/null
     sleep 0.5
-    for pid in "${STARTED[@]}"; do kill -9 "$pid" 2>/dev/null; done
+    live=$(jobs -pr)
+    [ -n "$live" ] && kill -9 $live 2>/dev/null
+    return 0
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -174,7 +174,6 @@ start_proxy() { # $1 proxy, $2 out transport, $3 dir
             -l udp:$PROXY_ADDR -l tcp:$PROXY_ADDR >"$dir/proxy.log" 2>&1) &
     fi
     PROXY_PID=$!
-    STARTED+=("$PROXY_PID")
     wait_listen udp $PROXY_ADDR && wait_listen tcp $PROXY_ADDR || {
         say "!! $1 did not start; log: $dir/proxy.log"; tail -5 "$dir/proxy.log"; return 1; }
     sleep 0.3
@@ -187,7 +186,6 @@ start_uas() { # $1 transport, $2 dir
         -max_recv_loops 10000 -trace_err -error_file "$2/uas-errors.log" -timeout 3600s \
         >"$2/uas.out" 2>&1) &
     UAS_PID=$!
-    STARTED+=("$UAS_PID")
     wait_listen "$1" $IP_UAS:$PORT_UAS || { say "!! SIPp UAS did not start"; return 1; }
 }
 
@@ -217,7 +215,6 @@ run_calls() {
         -trace_rtt -rtt_freq $RTT_FREQ -trace_stat -stf uac-stats.csv -fd 30 \
         >uac.out 2>&1) &
     local uac=$!
-    STARTED+=("$uac")
     # the load window: CPU use of the SIPps and the proxy while calls are being offered
     sleep "$secs"
     local wu=$(ticks_of $uac) wa=$(ticks_of $UAS_PID) wp=$(tree_ticks $PROXY_PID)

@@ -116,7 +116,7 @@ fn open_files_limit_is_raised_and_an_unreachable_cap_warned() {
             "-local-ip",
             "127.0.0.1",
             "-udp-port",
-            "5098",
+            &common::free_port().to_string(),
             "-tcp-port",
             "0",
         ])

@@ -340,6 +340,7 @@ fn regressions_replay() {
             n += 1;
         }
     }
+    assert!(n > 0, "no regression inputs in {}", dir.display());
     eprintln!("{n} regression inputs replayed");
     for m in corpus() {
         exercise(&m);

@@ -256,12 +256,6 @@ impl Peers {
         proc
     }
 
-    /// Runs a SIPp scenario to its end (see [`Peers::sipp`]); Err with its logs when it fails
-    /// or does not end within `timeout`.
-    pub fn sipp_run(&self, scenario: &str, args: &[&str], timeout: Duration) -> Result<(), String> {
-        self.sipp(scenario, args).wait_success(timeout)
-    }
-
     /// Starts a SIPp server-mode scenario (a callee) on `local` and waits until it listens.
     pub fn sipp_server(
         &self,
@@ -416,10 +410,6 @@ impl Proc {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// The file with the process's stdout and stderr.
