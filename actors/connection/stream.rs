@@ -21,6 +21,7 @@ use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use log::debug;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio_util::codec::{BytesCodec, Decoder, FramedRead};
 
@@ -29,10 +30,8 @@ pub struct StreamConnection<S: AsyncRead + AsyncWrite + Unpin + 'static> {
     flow: Flow,
     routers: RouterPool,
     writer: FramedWrite<Bytes, WriteHalf<S>, BytesCodec>,
-    /// Counts messages begun and not finished, so a slow-loris timer knows whether the
-    /// message it watches is still the one unfinished.
-    partial: u64,
-    completed: u64,
+    /// When the message now arriving began (`None`: none is unfinished), for slow-loris.
+    partial_since: Option<Instant>,
     /// Whether a slow-loris timer is pending (at most one per connection).
     partial_timer_armed: bool,
 }
@@ -88,9 +87,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
                 flow,
                 routers,
                 writer,
-                partial: 0,
+                partial_since: None,
                 partial_timer_armed: false,
-                completed: 0,
             }
         })
     }
@@ -121,25 +119,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Actor for StreamConnection<S> 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
     /// Watches the message in progress: at most one timer per connection, however many
     /// reads end mid-message (one timer per partial read piles up thousands on a busy
-    /// connection). A message still incomplete when its timer fires closes the connection;
-    /// one begun meanwhile gets a timer of its own then, so it is cut off within twice the
-    /// limit.
-    fn arm_partial_timer(&mut self, ctx: &mut Context<Self>) {
+    /// connection). It fires `after` and closes the connection when the unfinished message
+    /// began `-partial-message-timeout` ago or more; a message begun later gets the rest of
+    /// its own time.
+    fn arm_partial_timer(&mut self, after: Duration, ctx: &mut Context<Self>) {
         self.partial_timer_armed = true;
-        let watched = self.partial;
-        let limit = self.flow.guard().limits().partial_message_timeout;
-        ctx.run_later(limit, move |act, ctx| {
+        ctx.run_later(after, move |act, ctx| {
             act.partial_timer_armed = false;
-            if act.completed < watched {
-                act.close(
+            let Some(since) = act.partial_since else {
+                return;
+            };
+            let limit = act.flow.guard().limits().partial_message_timeout;
+            match limit.checked_sub(since.elapsed()) {
+                Some(left) if !left.is_zero() => act.arm_partial_timer(left, ctx),
+                _ => act.close(
                     ctx,
                     &format!(
                         "a message begun {limit:?} ago is still incomplete \
                          (-partial-message-timeout)"
                     ),
-                );
-            } else if act.partial > act.completed {
-                act.arm_partial_timer(ctx);
+                ),
             }
         });
     }
@@ -153,16 +152,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Guarded, 
         let frame = match item {
             Ok(Guarded::Frame(frame)) => frame,
             Ok(Guarded::PartialStarted) => {
-                self.partial += 1;
+                self.partial_since.get_or_insert_with(Instant::now);
                 if !self.partial_timer_armed {
-                    self.arm_partial_timer(ctx);
+                    let limit = self.flow.guard().limits().partial_message_timeout;
+                    self.arm_partial_timer(limit, ctx);
                 }
                 return;
             }
             Err(e) => return self.close(ctx, &e.to_string()),
         };
         // Every frame ends whatever message was partial.
-        self.completed = self.partial;
+        self.partial_since = None;
         match frame {
             StreamFrame::Message(bytes) => {
                 let source = self.flow.source();
