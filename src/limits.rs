@@ -45,7 +45,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_udp_message: MAX_UDP_PAYLOAD,
-            max_stream_message: 64 * 1024,
+            max_stream_message: crate::sip::framing::DEFAULT_MAX_STREAM_MESSAGE,
             max_headers: crate::sip::message::MAX_HEADERS,
             partial_message_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(3600)),

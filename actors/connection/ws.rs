@@ -2,7 +2,7 @@
 //! connection, accepted or opened by Roundabout.
 //!
 //! The actor keeps the contract of [`super::stream::StreamConnection`]: every WebSocket
-//! message (text or binary; tungstenite reassembles fragmented ones, up to [`MAX_MESSAGE`])
+//! message (text or binary; tungstenite reassembles fragmented ones, up to `-max-stream-message`)
 //! is one SIP message, parsed and passed to its Router with `Source { transport: Ws | Wss,
 //! remote, flow }`; accepted connections announce `FlowOpened`; `FlowClosed` goes out when
 //! the actor stops; `SendFrame` writes one text message (binary when the bytes are not UTF-8).
@@ -39,10 +39,6 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-
-/// The default largest WebSocket message (and frame) accepted (`-max-stream-message`): a SIP
-/// message with a big SDP is 3-5 KB; this leaves room and bounds memory per connection.
-pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// How long the HTTP upgrade (after TCP, including TLS for WSS) may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,7 +77,7 @@ impl Default for WsOptions {
     fn default() -> Self {
         WsOptions {
             path: None,
-            max_message: MAX_MESSAGE,
+            max_message: crate::sip::framing::DEFAULT_MAX_STREAM_MESSAGE,
         }
     }
 }
