@@ -8,11 +8,15 @@ use super::messages::*;
 use crate::routing::{Destination, FlowId};
 use crate::sip::Transport;
 use actix::prelude::*;
+use bytes::Bytes;
 use log::{debug, warn};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
+
+/// A message waiting for its connection, and whom to tell if it cannot be sent.
+type Queued = (Bytes, Option<FailureNotice>);
 
 pub struct Dispatcher {
     udp: Option<Arc<UdpSocket>>,
@@ -20,7 +24,7 @@ pub struct Dispatcher {
     flows: HashMap<FlowId, FlowOpened>,
     by_addr: HashMap<(Transport, SocketAddr), FlowId>,
     /// Messages waiting for a connection being opened.
-    connecting: HashMap<(Transport, SocketAddr), Vec<Deliver>>,
+    connecting: HashMap<(Transport, SocketAddr), Vec<Queued>>,
 }
 
 impl Dispatcher {
@@ -83,19 +87,19 @@ impl Dispatcher {
         transport: Transport,
         addr: SocketAddr,
         tls_name: Option<String>,
-        m: Deliver,
+        (bytes, notify): Queued,
         ctx: &mut Context<Self>,
     ) {
         let key = (transport, addr);
         if let Some(flow) = self.by_addr.get(&key).and_then(|f| self.flows.get(f)) {
-            flow.writer.do_send(SendFrame(m.bytes));
+            flow.writer.do_send(SendFrame(bytes));
             return;
         }
         if let Some(queue) = self.connecting.get_mut(&key) {
-            queue.push(m);
+            queue.push((bytes, notify));
             return;
         }
-        self.connecting.insert(key, vec![m]);
+        self.connecting.insert(key, vec![(bytes, notify)]);
         debug!("connecting to {transport}:{addr}");
         let fut = (self.connector)(transport, addr, tls_name);
         ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
@@ -103,15 +107,15 @@ impl Dispatcher {
             match res {
                 Ok(opened) => {
                     debug!("connected to {transport}:{addr} ({})", opened.flow);
-                    for m in queued {
-                        opened.writer.do_send(SendFrame(m.bytes));
+                    for (bytes, _) in queued {
+                        opened.writer.do_send(SendFrame(bytes));
                     }
                     act.register(opened);
                 }
                 Err(e) => {
                     warn!("cannot reach {transport}:{addr}: {e:?}");
-                    for m in queued {
-                        Self::fail(m.notify, e);
+                    for (_, notify) in queued {
+                        Self::fail(notify, e);
                     }
                 }
             }
@@ -127,28 +131,34 @@ impl Handler<Deliver> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, m: Deliver, ctx: &mut Context<Self>) {
-        match m.destination.clone() {
+        // Taken apart, not cloned: the destination may own a TLS name.
+        let Deliver {
+            destination,
+            bytes,
+            notify,
+        } = m;
+        match destination {
             Destination::Flow {
                 flow,
                 transport,
                 remote,
             } => match self.flows.get(&flow) {
-                Some(f) => f.writer.do_send(SendFrame(m.bytes)),
+                Some(f) => f.writer.do_send(SendFrame(bytes)),
                 None => {
                     debug!("{transport} connection {flow} to {remote} is gone");
-                    Self::fail(m.notify, DeliveryError::FlowGone);
+                    Self::fail(notify, DeliveryError::FlowGone);
                 }
             },
             Destination::Address {
                 transport: Transport::Udp,
                 addr,
                 ..
-            } => self.send_udp(addr, m.bytes, m.notify, ctx),
+            } => self.send_udp(addr, bytes, notify, ctx),
             Destination::Address {
                 transport,
                 addr,
                 tls_name,
-            } => self.send_stream(transport, addr, tls_name, m, ctx),
+            } => self.send_stream(transport, addr, tls_name, (bytes, notify), ctx),
             Destination::Name {
                 transport,
                 host,
@@ -165,13 +175,14 @@ impl Handler<Deliver> for Dispatcher {
                                     addr,
                                     tls_name,
                                 },
-                                ..m
+                                bytes,
+                                notify,
                             };
                             act.handle(m, ctx);
                         }
                         None => {
                             warn!("cannot resolve {host}");
-                            Self::fail(m.notify, DeliveryError::Unreachable);
+                            Self::fail(notify, DeliveryError::Unreachable);
                         }
                     }
                 }));

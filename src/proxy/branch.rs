@@ -7,7 +7,7 @@
 //! legitimate spiral (retargeted by a server, so another Request-URI) is not.
 
 use crate::proxy::rewrite::{to_tag, ProxyAddress};
-use crate::sip::uri::NameAddr;
+use crate::sip::uri::{push_hex, NameAddr};
 use crate::sip::via::Via;
 use crate::sip::{HeaderName, SipMessage};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
@@ -33,14 +33,17 @@ impl BranchGenerator {
         }
     }
 
+    /// `{OURS}{loop hash:x}-{prefix:x}{counter:x}`, written without `format!` (one per
+    /// forwarded request).
     pub fn next(&mut self, msg: &SipMessage) -> String {
         self.counter += 1;
-        format!(
-            "{OURS}{:x}-{:x}{:x}",
-            loop_hash(msg),
-            self.prefix,
-            self.counter
-        )
+        let mut b = String::with_capacity(OURS.len() + 32);
+        b.push_str(OURS);
+        push_hex(&mut b, loop_hash(msg).into());
+        b.push('-');
+        push_hex(&mut b, self.prefix.into());
+        push_hex(&mut b, self.counter);
+        b
     }
 }
 

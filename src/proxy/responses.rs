@@ -2,6 +2,8 @@
 //! as RFC 3261 section 8.2.6 says: Via, From, To, Call-ID and CSeq copied, a To tag added
 //! to anything but 100.
 
+use crate::sip::header::iter_values;
+use crate::sip::uri::push_decimal;
 use crate::sip::{HeaderName, SipMessage};
 use bytes::Bytes;
 
@@ -28,31 +30,38 @@ pub fn build_response_with(
     top_via: Option<&str>,
     extra: &[String],
 ) -> Bytes {
+    // Written piece by piece into one buffer (no `format!`): every INVITE gets a 100.
     let mut out = String::with_capacity(512);
-    out.push_str(&format!("SIP/2.0 {code} {reason}\r\n"));
+    out.push_str("SIP/2.0 ");
+    push_decimal(&mut out, code.into());
+    out.push(' ');
+    out.push_str(reason);
+    out.push_str("\r\n");
     let mut first_via = true;
     for h in req.headers() {
         let value = req.value(h);
         match h.name {
             HeaderName::Via => {
+                out.push_str("Via: ");
                 match (first_via, top_via) {
                     (true, Some(v)) => {
                         // Replace only the first value of the first Via line.
-                        let rest = crate::sip::header::split_values(value);
-                        out.push_str("Via: ");
                         out.push_str(v);
-                        for r in rest.into_iter().skip(1) {
+                        if let Some(second) = iter_values(value).nth(1) {
                             out.push_str(", ");
-                            out.push_str(&value[r]);
+                            out.push_str(&value[second.start..]);
                         }
-                        out.push_str("\r\n");
                     }
-                    _ => out.push_str(&format!("Via: {value}\r\n")),
+                    _ => out.push_str(value),
                 }
+                out.push_str("\r\n");
                 first_via = false;
             }
             HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                out.push_str(&format!("{}: {}\r\n", h.name.as_str(), value));
+                out.push_str(h.name.as_str());
+                out.push_str(": ");
+                out.push_str(value);
+                out.push_str("\r\n");
             }
             HeaderName::To => {
                 out.push_str("To: ");
