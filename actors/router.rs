@@ -244,13 +244,12 @@ impl Router {
         // Where does it go? Our own Route values are popped first (loose routing).
         let (our_routes, next_route) = rewrite::our_routes_on_top(&msg, &self.local);
         let ruri = SipUri::parse(msg.request_uri());
-        // Our token names the target only on the last hop: while a Route (a Record-Routing
-        // server) follows, the Request-URI stays ours, so the request comes back with it.
+        // Our token is restored into the Request-URI on every pass (also when a Route
+        // follows), unless a later Route brings the request back to us.
         let token = ruri
             .as_ref()
             .ok()
-            .filter(|_| next_route.is_none())
-            .and_then(|u| rewrite::token_in_uri(u, &self.local))
+            .and_then(|u| rewrite::token_to_restore(&msg, u, &self.local, our_routes))
             .and_then(|t| self.key.decode(t));
         let target = if let Some(route) = next_route {
             match NameAddr::parse(route)

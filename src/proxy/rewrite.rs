@@ -219,6 +219,33 @@ pub fn our_routes_on_top<'m>(
     (count, None)
 }
 
+/// Whether a Route after the first `skip` values names Roundabout: the request will come
+/// back through us (a spiral through a Record-Routing server).
+pub fn routes_return_to_us(msg: &SipMessage, local: &ProxyAddress, skip: usize) -> bool {
+    msg.values(HeaderName::Route).skip(skip).any(|value| {
+        NameAddr::parse(value)
+            .ok()
+            .and_then(|n| n.uri().ok())
+            .is_some_and(|u| local.is_us(&u))
+    })
+}
+
+/// The contact token to restore into the Request-URI of a request being forwarded (compare
+/// Kamailio's `handle_ruri_alias`): a Request-URI that is one of Roundabout's own Contacts is
+/// put back to the client's Contact on every pass, also when a Route remains (a
+/// Record-Routing server further on must never have to reach Roundabout over a transport it
+/// lacks, TLS or WS). Kept only while a remaining Route brings the request back through
+/// Roundabout: the last pass restores it.
+pub fn token_to_restore<'m>(
+    msg: &'m SipMessage,
+    ruri: &SipUri<'m>,
+    local: &ProxyAddress,
+    our_routes: usize,
+) -> Option<&'m str> {
+    let token = token_in_uri(ruri, local)?;
+    (!routes_return_to_us(msg, local, our_routes)).then_some(token)
+}
+
 /// Max-Forwards decremented, or set to 70 when absent (RFC 3261 16.6 step 3).
 pub fn decrement_max_forwards(msg: &SipMessage, rw: &mut Rewrite) {
     match msg.first(HeaderName::MaxForwards) {
@@ -457,6 +484,30 @@ mod tests {
             remote: a.parse().unwrap(),
             flow: FlowId(3),
         }
+    }
+
+    #[test]
+    fn token_is_restored_unless_a_route_comes_back_to_us() {
+        let l = local();
+        let req = |routes: &str| {
+            msg(&format!("BYE sip:bob@203.0.113.5:5061;transport=tls;rbt=tok SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\r\n{routes}Call-ID: c\r\nCSeq: 2 BYE\r\n\r\n"))
+        };
+        let check = |m: &SipMessage| {
+            let (ours, _) = our_routes_on_top(m, &l);
+            let ruri = SipUri::parse(m.request_uri()).unwrap();
+            token_to_restore(m, &ruri, &l, ours).map(str::to_string)
+        };
+        // Last hop: restored.
+        assert_eq!(check(&req("")).as_deref(), Some("tok"));
+        // A Record-Routing server follows: restored too (it cannot reach us over TLS).
+        let via_server = req("Route: <sip:203.0.113.5;transport=tls;lr>, <sip:203.0.113.5;lr>, <sip:198.51.100.9;lr>\r\n");
+        assert_eq!(check(&via_server).as_deref(), Some("tok"));
+        // A spiral: the server sends it back to us; the last pass restores it.
+        let spiral = req("Route: <sip:203.0.113.5;lr>\r\nRoute: <sip:198.51.100.9;lr>, <sip:203.0.113.5:5060;lr>\r\n");
+        assert_eq!(check(&spiral), None);
+        // Not our URI: nothing to restore.
+        let foreign = msg("BYE sip:bob@198.51.100.9;rbt=tok SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\r\nCall-ID: c\r\nCSeq: 2 BYE\r\n\r\n");
+        assert_eq!(check(&foreign), None);
     }
 
     #[test]
