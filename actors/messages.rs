@@ -10,7 +10,8 @@
 //! Actors know each other only through these types and `Recipient`s handed out by
 //! `actors::start`, never by importing each other's files.
 
-use crate::proxy::transaction::TxId;
+use crate::proxy::timers::TxId;
+pub use crate::routing::{ClientBinding, DeliveryError};
 use crate::routing::{Decision, Destination, FlowId, RouteTarget, Source};
 use crate::sip::{SipMessage, Transport};
 use actix::prelude::*;
@@ -66,15 +67,6 @@ pub struct FailureNotice {
     pub tx: TxId,
 }
 
-/// Why a message could not be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryError {
-    /// The client's connection is closed (480).
-    FlowGone,
-    /// Connecting, resolving or the TLS handshake failed (503).
-    Unreachable,
-}
-
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct DeliveryFailed {
@@ -86,14 +78,6 @@ pub struct DeliveryFailed {
 #[derive(Message)]
 #[rtype(result = "Decision")]
 pub struct ResolveNextHop(pub RouteTarget);
-
-/// A client reached through Roundabout, as the client cache keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientBinding {
-    /// The Contact URI the client registered (the Request-URI of requests for it).
-    pub contact_uri: String,
-    pub source: Source,
-}
 
 /// Router -> Registrar: the client registered as `user`, if any.
 #[derive(Message)]
@@ -116,6 +100,9 @@ pub struct BindClient {
 #[rtype(result = "()")]
 pub struct UnbindClient {
     pub user: String,
+    /// Only if the binding uses this connection: a client that registered again on a new
+    /// connection keeps its new binding when a request for the old one fails.
+    pub only_flow: Option<FlowId>,
 }
 
 /// Registrar -> anyone (tests, logs): how many clients are cached.

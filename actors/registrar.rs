@@ -110,6 +110,15 @@ impl Handler<UnbindClient> for Registrar {
     type Result = ();
 
     fn handle(&mut self, m: UnbindClient, _: &mut Context<Self>) {
+        if let Some(flow) = m.only_flow {
+            let on_that_flow = self
+                .clients
+                .get(&m.user)
+                .is_some_and(|e| e.binding.source.flow == flow);
+            if !on_that_flow {
+                return; // registered again elsewhere since: keep it
+            }
+        }
         if self.unbind(&m.user).is_some() {
             debug!("client '{}' unregistered", m.user);
         }

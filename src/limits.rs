@@ -39,6 +39,11 @@ pub struct Limits {
     /// Requests (and unparseable messages) one address may send per [`PIKE_WINDOW`] before
     /// it is blocked for [`PIKE_BLOCK`] (0: no limit).
     pub pike_limit: u32,
+    /// 64*T1: Timers B and F (no answer from the next hop), and how long a transaction
+    /// lingers after its final answer (-transaction-timeout).
+    pub transaction_timeout: Duration,
+    /// Timer C: a ringing INVITE is cancelled after this (-ringing-timeout).
+    pub ringing_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -52,6 +57,8 @@ impl Default for Limits {
             max_connections: 50_000,
             max_connections_per_ip: 100,
             pike_limit: 300,
+            transaction_timeout: Duration::from_secs(32),
+            ringing_timeout: Duration::from_secs(181),
         }
     }
 }

@@ -53,6 +53,23 @@ impl Source {
     }
 }
 
+/// A client reached through Roundabout, as the client cache keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientBinding {
+    /// The Contact URI the client registered (the Request-URI of requests for it).
+    pub contact_uri: String,
+    pub source: Source,
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// The client's connection is closed (480).
+    FlowGone,
+    /// Connecting, resolving or the TLS handshake failed (503).
+    Unreachable,
+}
+
 /// Where a message goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Destination {

@@ -410,6 +410,23 @@ async fn wss_client_registers_and_is_reached_over_its_connection() {
     let answered = s.recv_final().await;
     assert_eq!(answered.status(), Some(200), "{answered}");
     assert_eq!(answered.all("Via").len(), 1, "{answered}");
+    // The server ACKs the 2xx; without it Roundabout, whose next hop (the WSS client) never
+    // retransmits, would retransmit the 200 to this UDP caller until 64*T1.
+    let client_target = uri_of(&answered.get("Contact"));
+    let ack = Request {
+        method: "ACK",
+        uri: &client_target,
+        via: format!("SIP/2.0/UDP {};branch=z9hG4bKsrvack1;rport", peers.uas),
+        from: "<sip:bob@127.0.0.3>;tag=b1".into(),
+        to: answered.get("To"),
+        call_id: "in-1@test",
+        cseq: 1,
+        headers: answered.route_set(),
+        body: "",
+    };
+    s.send(&ack.render()).await;
+    let acked = c.recv_request("ACK").await;
+    assert_eq!(acked.get("Call-ID"), "in-1@test", "{acked}");
 
     // The client goes away; its binding points at a dead connection.
     let _ = c.ws().close(None).await;

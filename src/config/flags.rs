@@ -132,6 +132,16 @@ pub struct Flags {
     #[argh(option, default = "10")]
     pub partial_message_timeout: u64,
 
+    /// seconds the next hop has to answer a request at all (Timers B and F, 64*T1); also how
+    /// long a finished transaction is kept to absorb retransmissions (default: 32)
+    #[argh(option, default = "32")]
+    pub transaction_timeout: u64,
+
+    /// seconds a ringing INVITE may go without a final answer before roundabout CANCELs it
+    /// (Timer C; RFC 3261 asks for more than 180) (default: 181)
+    #[argh(option, default = "181")]
+    pub ringing_timeout: u64,
+
     /// seconds a connection may receive nothing at all (no SIP, no CRLF keep-alive, no
     /// WebSocket pong) before it is closed; 0 never (default: 3600)
     #[argh(option, default = "3600")]

@@ -323,6 +323,20 @@ fn limits_from_flags(f: &Flags) -> Result<crate::limits::Limits, ConfigError> {
             "use at least 1 second",
         ));
     }
+    if !(1..=3600).contains(&f.transaction_timeout) {
+        return Err(bad(
+            "transaction-timeout",
+            f.transaction_timeout.to_string(),
+            "use 1 to 3600 seconds (RFC 3261: 32)",
+        ));
+    }
+    if !(1..=86400).contains(&f.ringing_timeout) {
+        return Err(bad(
+            "ringing-timeout",
+            f.ringing_timeout.to_string(),
+            "use 1 to 86400 seconds (RFC 3261: more than 180)",
+        ));
+    }
     Ok(Limits {
         max_udp_message: f.max_udp_message,
         max_stream_message: f.max_stream_message,
@@ -332,6 +346,8 @@ fn limits_from_flags(f: &Flags) -> Result<crate::limits::Limits, ConfigError> {
         max_connections: f.max_connections,
         max_connections_per_ip: f.max_connections_per_ip,
         pike_limit: f.pike_limit,
+        transaction_timeout: Duration::from_secs(f.transaction_timeout),
+        ringing_timeout: Duration::from_secs(f.ringing_timeout),
     })
 }
 

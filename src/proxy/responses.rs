@@ -16,6 +16,21 @@ pub fn local_tag(call_id: &str, branch: &str) -> String {
     format!("rb{h:x}")
 }
 
+/// Whether the To tag of `req` (an ACK) is one Roundabout put into a final response it made
+/// itself: an ACK for a non-2xx final keeps the INVITE's branch and Call-ID, so the tag can
+/// be recomputed without keeping any state.
+pub fn is_local_tag(req: &SipMessage) -> bool {
+    let Some(tag) = crate::proxy::rewrite::to_tag(req) else {
+        return false;
+    };
+    if !tag.starts_with("rb") {
+        return false;
+    }
+    let branch = req.top_via().and_then(|v| v.branch().map(str::to_string));
+    let branch = branch.as_deref().unwrap_or("");
+    tag == local_tag(req.call_id().unwrap_or(""), branch)
+}
+
 /// Builds a response to `req`. `top_via` replaces the first Via value (with received/rport
 /// filled in) when given.
 pub fn build_response(req: &SipMessage, code: u16, reason: &str, top_via: Option<&str>) -> Bytes {
@@ -120,6 +135,26 @@ pub fn build_salvaged_response(s: &crate::sip::salvage::Salvaged) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_tags_are_recognised_on_the_ack() {
+        let invite = SipMessage::parse(Bytes::from_static(
+            b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: cid\r\nCSeq: 1 INVITE\r\n\r\n",
+        ))
+        .unwrap();
+        let answer = SipMessage::parse(build_response(&invite, 403, "Forbidden", None)).unwrap();
+        let tag = crate::proxy::rewrite::to_tag(&answer).unwrap().to_string();
+        let ack = |branch: &str, tag: &str| {
+            SipMessage::parse(Bytes::from(format!(
+                "ACK sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP a;branch={branch}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag={tag}\r\nCall-ID: cid\r\nCSeq: 1 ACK\r\n\r\n"
+            )))
+            .unwrap()
+        };
+        assert!(is_local_tag(&ack("z9hG4bK1", &tag)));
+        assert!(!is_local_tag(&ack("z9hG4bK2", &tag)), "another transaction");
+        assert!(!is_local_tag(&ack("z9hG4bK1", "rb123")), "a forged tag");
+        assert!(!is_local_tag(&ack("z9hG4bK1", "callee")));
+    }
 
     #[test]
     fn copies_dialog_headers_and_adds_tag() {

@@ -6,6 +6,7 @@
 //! changes. Everything else is left to [`SipMessage::render`] to copy byte for byte.
 
 use super::contact_token::{TokenKey, PARAM};
+use super::transaction::OutgoingHop;
 use crate::routing::{LocalIdentity, Source};
 use crate::sip::header::iter_values;
 use crate::sip::uri::{find_param, push_decimal, push_ip, NameAddr, SipUri};
@@ -447,6 +448,105 @@ pub fn token_in_uri<'a>(uri: &SipUri<'a>, local: &ProxyAddress) -> Option<&'a st
         return None;
     }
     find_param(uri.params, PARAM).flatten()
+}
+
+/// The first Via value with received/rport filled in, for responses Roundabout makes and
+/// for the forwarded request.
+pub fn top_via_with_received(msg: &SipMessage, source: &Source) -> Option<String> {
+    let line = msg.first_value(HeaderName::Via)?;
+    let first = iter_values(line).next()?;
+    let value = &line[first];
+    Some(via_with_received(value, source).unwrap_or_else(|| value.to_string()))
+}
+
+/// A request as Roundabout forwards it, and what it needs later.
+#[derive(Debug)]
+pub struct BuiltRequest {
+    pub bytes: bytes::Bytes,
+    /// To build ACK (for a non-2xx final) and CANCEL for the same hop.
+    pub hop: OutgoingHop,
+    /// For REGISTER: the Contacts that were replaced.
+    pub register_contacts: Option<Vec<RegisteredContact>>,
+}
+
+/// The forwarded copy of a request (RFC 3261 16.6): our Via on top (and the sender's with
+/// received/rport), Record-Route for dialog-creating requests (two when the transport
+/// changes, RFC 5658), our own Routes popped, Max-Forwards decremented, the Request-URI
+/// replaced when `request_uri` is set, and Contact rewritten (REGISTER: for the server's
+/// side, without token; otherwise with a token naming the sender).
+#[allow(clippy::too_many_arguments)]
+pub fn build_request(
+    msg: &SipMessage,
+    local: &ProxyAddress,
+    key: &TokenKey,
+    source: &Source,
+    // the sender's top Via with received/rport ([`top_via_with_received`])
+    source_via: Option<&str>,
+    out: Transport,
+    branch: &str,
+    request_uri: Option<&str>,
+    our_routes: usize,
+    register: bool,
+) -> BuiltRequest {
+    // Lines are joined with `concat` (one exact-size allocation) rather than `format!`,
+    // which grows its buffer piece by piece: this runs for every forwarded request.
+    let mut rw = Rewrite::default();
+    if let Some(u) = request_uri {
+        rw.start_line = Some([msg.method(), " ", u, " SIP/2.0"].concat());
+    }
+    let via = local.via(out, branch);
+    rw.prepend.push(["Via: ", &via].concat());
+    if creates_dialog(msg) {
+        if out != source.transport {
+            rw.prepend
+                .push(["Record-Route: ", &local.record_route(out)].concat());
+        }
+        rw.prepend
+            .push(["Record-Route: ", &local.record_route(source.transport)].concat());
+    }
+    remove_first_values(msg, HeaderName::Route, our_routes, &mut rw);
+    if let (Some(v), Some((i, line))) = (source_via, msg.first(HeaderName::Via)) {
+        if let Some(first) = iter_values(line).next() {
+            if v != &line[first.clone()] {
+                rw.replace(i, [v, &line[first.end..]].concat());
+            }
+        }
+    }
+    decrement_max_forwards(msg, &mut rw);
+    let register_contacts = if register {
+        Some(rewrite_register_contact(msg, &mut rw, local, out))
+    } else {
+        rewrite_dialog_contact(msg, &mut rw, local, out, source, key);
+        None
+    };
+    let request_uri = request_uri.unwrap_or_else(|| msg.request_uri()).to_string();
+    // Only an INVITE is ever CANCELled or ACKed hop by hop: other requests keep just
+    // their Request-URI (for logs and for unbinding a client whose flow is gone).
+    let hop = if msg.method() == "INVITE" {
+        OutgoingHop {
+            request_uri,
+            via,
+            routes: msg
+                .values(HeaderName::Route)
+                .skip(our_routes)
+                .map(String::from)
+                .collect(),
+            from: msg.first_value(HeaderName::From).unwrap_or("").to_string(),
+            to: msg.first_value(HeaderName::To).unwrap_or("").to_string(),
+            call_id: msg.call_id().unwrap_or("").to_string(),
+            cseq: msg.cseq().map_or(0, |c| c.0),
+        }
+    } else {
+        OutgoingHop {
+            request_uri,
+            ..OutgoingHop::default()
+        }
+    };
+    BuiltRequest {
+        bytes: msg.render(&rw),
+        hop,
+        register_contacts,
+    }
 }
 
 #[cfg(test)]

@@ -1,28 +1,11 @@
-//! The record a stateful proxy keeps per forwarded request (RFC 3261 section 17 and 16.7):
-//! the server side (where the request came from, the last response sent back) and the client
-//! side (where it went, with which branch, to retransmit, ACK non-2xx finals and CANCEL).
+//! What identifies a transaction (RFC 3261 17.2.3) and what a forwarded request keeps for
+//! later: the hop it went out on (to ACK a non-2xx final and to CANCEL it) and, for a
+//! REGISTER, the Contacts it replaced.
 
 use super::rewrite::RegisteredContact;
-use crate::routing::{Destination, Source};
 use crate::sip::via::Via;
 use crate::sip::SipMessage;
 use bytes::Bytes;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::time::{Duration, Instant};
-
-/// RFC 3261 timer values.
-pub const T1: Duration = Duration::from_millis(500);
-pub const T2: Duration = Duration::from_secs(4);
-/// Timer B / F: 64*T1 without a (final) response.
-pub const TIMER_B: Duration = Duration::from_secs(32);
-/// Timer C: a proxy gives up on a ringing INVITE after more than 3 minutes.
-pub const TIMER_C: Duration = Duration::from_secs(181);
-/// How long a finished transaction stays to absorb retransmissions (64*T1 for UDP).
-pub const LINGER_UDP: Duration = Duration::from_secs(32);
-pub const LINGER_STREAM: Duration = Duration::from_secs(5);
-
-pub type TxId = u64;
 
 /// Transaction-matching class of a request method: ACK belongs to its INVITE, CANCEL is its
 /// own transaction with the same branch (RFC 3261 17.2.3).
@@ -78,18 +61,6 @@ impl ServerKey {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TxState {
-    /// Waiting for the ServerTable/Registrar to name the next hop.
-    Resolving,
-    /// Sent downstream, no response yet.
-    Calling,
-    /// A provisional response came back.
-    Proceeding,
-    /// A final response went upstream; only retransmissions are absorbed now.
-    Completed,
-}
-
 /// What the request looked like as it left, to build ACK (for non-2xx) and CANCEL for the
 /// same hop (RFC 3261 9.1 and 17.1.1.3).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -139,126 +110,9 @@ pub struct RegisterContext {
     pub wildcard_user: Option<String>,
 }
 
-/// One forwarded request, both sides.
-#[derive(Debug)]
-pub struct ProxyTransaction {
-    pub id: TxId,
-    pub key: ServerKey,
-    /// The request as received; dropped once it is answered (see [`ProxyTransaction::shrink`]).
-    pub request: Option<SipMessage>,
-    /// Its method, for logs after the request is dropped.
-    pub method: String,
-    pub source: Source,
-    /// Our Via value for the incoming top Via with received/rport, for our own responses.
-    pub source_via: Option<String>,
-    pub state: TxState,
-    pub destination: Option<Destination>,
-    pub branch: String,
-    /// The request as sent, for retransmission over UDP.
-    pub sent: Option<Bytes>,
-    pub hop: OutgoingHop,
-    pub last_response: Option<Bytes>,
-    pub final_status: Option<u16>,
-    pub cancelled: bool,
-    pub register: Option<RegisterContext>,
-    pub retransmit_interval: Duration,
-}
-
-impl ProxyTransaction {
-    pub fn is_invite(&self) -> bool {
-        self.key.class == MethodClass::Invite
-    }
-
-    /// Once the final answer is out, only retransmissions are absorbed: keep what that
-    /// needs (the key, the last response, and for a non-2xx INVITE what its ACK needs) and
-    /// drop the rest, so the many lingering transactions of a busy proxy stay small.
-    pub fn shrink(&mut self) {
-        self.request = None;
-        self.sent = None;
-        self.source_via = None;
-        self.register = None;
-        let acks_downstream = self.is_invite() && self.final_status.is_some_and(|s| s >= 300);
-        if !acks_downstream {
-            self.hop = OutgoingHop::default();
-        }
-    }
-
-    /// Next retransmission interval: doubling, capped at T2 except for INVITE (Timer A).
-    pub fn next_interval(&self) -> Duration {
-        let doubled = self.retransmit_interval * 2;
-        if self.is_invite() {
-            doubled
-        } else {
-            doubled.min(T2)
-        }
-    }
-}
-
-/// The timers a transaction runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TimerKind {
-    /// Timer A/E: retransmit the request over UDP.
-    Retransmit,
-    /// Timer B/F: no (final) answer in time.
-    Timeout,
-    /// Timer C: a ringing INVITE lasts too long.
-    Ringing,
-    /// The linger after the final answer is over: forget the transaction.
-    Remove,
-}
-
-/// All timers of a Router shard in one heap, served by one periodic tick: far cheaper than
-/// a runtime timer (and a boxed closure) per transaction and timer.
-#[derive(Debug, Default)]
-pub struct TimerQueue {
-    heap: BinaryHeap<Reverse<(Instant, TxId, TimerKind)>>,
-}
-
-impl TimerQueue {
-    pub fn schedule(&mut self, at: Instant, tx: TxId, kind: TimerKind) {
-        self.heap.push(Reverse((at, tx, kind)));
-    }
-
-    /// Removes and returns the timers due at `now`, earliest first.
-    pub fn due(&mut self, now: Instant) -> Vec<(TxId, TimerKind)> {
-        let mut out = Vec::new();
-        while let Some(Reverse((at, tx, kind))) = self.heap.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.heap.pop();
-            out.push((tx, kind));
-        }
-        out
-    }
-
-    pub fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timer_queue_pops_due_timers_in_order() {
-        let mut q = TimerQueue::default();
-        let t0 = Instant::now();
-        q.schedule(t0 + T2, 1, TimerKind::Timeout);
-        q.schedule(t0 + T1, 2, TimerKind::Retransmit);
-        q.schedule(t0, 3, TimerKind::Remove);
-        assert_eq!(q.due(t0), vec![(3, TimerKind::Remove)]);
-        assert_eq!(
-            q.due(t0 + T2),
-            vec![(2, TimerKind::Retransmit), (1, TimerKind::Timeout)]
-        );
-        assert!(q.is_empty());
-    }
 
     #[test]
     fn hop_requests_match_the_invite() {

@@ -1,0 +1,1752 @@
+//! The proxy core of one Router shard, without I/O: RFC 3261 sections 16 and 17.
+//!
+//! For every request that is forwarded statefully it keeps a [`ProxyTx`], the response
+//! context of 16.7 that joins the server transaction facing the caller
+//! ([`super::server_tx`]) to the client transaction facing the next hop
+//! ([`super::client_tx`]) and owns the rules that need both sides: which response goes
+//! upstream, CANCEL (held until a provisional, 9.1; its own client transaction), Timer C
+//! (16.8), a 2xx after a local final (16.7 step 5), 2xx retransmission on a UDP caller
+//! whose next hop is reliable (13.3.1.4), and the ACK rules.
+//!
+//! Events come in through [`ProxyCore::handle`] with the current time; what must happen
+//! goes out as [`Action`]s: deliver bytes, ask the ServerTable or the Registrar, bind or
+//! unbind a client. The Router actor only carries them. Timers live in the shard's
+//! [`TimerQueue`] and come back as [`Event::Tick`].
+
+use super::branch::{is_loop, is_our_branch, BranchGenerator};
+use super::client_tx::{ClientStep, ClientTx, ResponseFate};
+use super::contact_token::TokenKey;
+use super::responses::{build_response, is_local_tag};
+use super::rewrite::{self, ProxyAddress};
+use super::server_tx::{AckFate, ServerState, ServerStep, ServerTx};
+use super::timers::{TimerKind, TimerQueue, Timers, TxId};
+use super::transaction::{MethodClass, OutgoingHop, RegisterContext, ServerKey};
+use super::validate::{validate_request, validate_response};
+use crate::config::Config;
+use crate::routing::{
+    ClientBinding, Decision, DeliveryError, Destination, FlowId, LocalIdentity, RouteTarget, Source,
+};
+use crate::sip::uri::{NameAddr, SipUri};
+use crate::sip::{HeaderName, Rewrite, SipMessage};
+use bytes::Bytes;
+use cidr::IpCidr;
+use log::{debug, info, trace, warn};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::{Duration, Instant};
+
+/// Registrations without an expiry from the server or client last this long.
+const DEFAULT_EXPIRES: u32 = 3600;
+
+/// A request waiting for the ServerTable or the Registrar.
+pub type JobId = u64;
+
+/// What happens to a shard.
+#[derive(Debug)]
+pub enum Event {
+    /// A parsed message from a connection.
+    Message(SipMessage, Source),
+    /// The ServerTable's answer to [`Action::Resolve`].
+    Decided(JobId, Decision),
+    /// The Registrar's answer to [`Action::LookupClient`].
+    ClientFound(JobId, Option<ClientBinding>),
+    /// The ServerTable or Registrar could not be asked.
+    LookupFailed(JobId),
+    /// A request of this transaction could not be delivered.
+    DeliveryFailed(TxId, DeliveryError),
+    /// Time passed: serve the timers that are due.
+    Tick,
+}
+
+/// What the shard asks the other actors to do.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// Send bytes; when `notify` is set and the destination cannot be reached, answer with
+    /// [`Event::DeliveryFailed`] for that transaction.
+    Deliver {
+        destination: Destination,
+        bytes: Bytes,
+        notify: Option<TxId>,
+    },
+    /// Ask the ServerTable where `target` is; answer with [`Event::Decided`].
+    Resolve { job: JobId, target: RouteTarget },
+    /// Ask the Registrar for `user`; answer with [`Event::ClientFound`].
+    LookupClient { job: JobId, user: String },
+    Bind {
+        user: String,
+        binding: ClientBinding,
+        expires: Duration,
+    },
+    /// Remove `user`'s binding; with `only_flow`, only if it is bound to that connection
+    /// (a request for an old connection must not remove a newer registration).
+    Unbind {
+        user: String,
+        only_flow: Option<FlowId>,
+    },
+}
+
+/// The next hop side of a forwarded request.
+#[derive(Debug)]
+struct Downstream {
+    tx: ClientTx,
+    destination: Destination,
+    branch: String,
+    /// To build ACK (for non-2xx) and CANCEL for the same hop.
+    hop: OutgoingHop,
+}
+
+/// CANCEL for a forwarded INVITE (RFC 3261 9.1, 16.10).
+#[derive(Debug, Default)]
+enum Cancel {
+    #[default]
+    None,
+    /// The caller cancelled; sent as soon as the next hop has answered anything.
+    Held,
+    /// Sent, as its own client transaction.
+    Sent(ClientTx),
+}
+
+/// The response context of one forwarded request (RFC 3261 16.7).
+#[derive(Debug)]
+struct ProxyTx {
+    key: ServerKey,
+    method: String,
+    source: Source,
+    /// The caller's top Via with received/rport, for responses Roundabout makes.
+    source_via: Option<String>,
+    /// The request as received, until a final answer is out.
+    request: Option<SipMessage>,
+    server: ServerTx,
+    /// `None` while the next hop is being resolved (or when none was found).
+    down: Option<Downstream>,
+    cancel: Cancel,
+    /// Timer C's current deadline: it restarts on every provisional above 100.
+    ringing_until: Option<Instant>,
+    /// Timer C sent a CANCEL: when it fires again, the next hop stayed silent.
+    ringing_gave_up: bool,
+    register: Option<RegisterContext>,
+    /// Waiting for the ServerTable or Registrar.
+    resolving: bool,
+}
+
+impl ProxyTx {
+    fn is_invite(&self) -> bool {
+        self.key.class == MethodClass::Invite
+    }
+
+    fn is_over(&self) -> bool {
+        self.server.state() == ServerState::Terminated
+            && !self.resolving
+            && self.down.as_ref().is_none_or(|d| d.tx.is_terminated())
+            && match &self.cancel {
+                Cancel::Sent(c) => c.is_terminated(),
+                _ => true,
+            }
+    }
+}
+
+/// A request waiting for its next hop.
+#[derive(Debug)]
+enum Job {
+    Tx(TxId),
+    /// Forwarded without a transaction: an ACK for a 2xx (end to end), or a CANCEL that
+    /// matches no transaction (16.10).
+    Stateless(Box<SipMessage>, Source),
+}
+
+#[derive(Debug)]
+struct Pending {
+    job: Job,
+    /// The Request-URI to send (a restored contact), if it changes.
+    request_uri: Option<String>,
+    /// How many of our own Route values to pop.
+    our_routes: usize,
+    /// The Registrar had no such client: use this instead.
+    fallback: Option<Box<Decision>>,
+}
+
+/// Hashes the transaction table's keys. TxIds are this shard's own counter, never taken from
+/// the network, so SipHash's resistance to chosen keys buys nothing there; one multiply
+/// (FxHash's) spreads consecutive ids over the buckets at a fraction of SipHash's cost.
+#[derive(Default, Clone, Copy)]
+struct TxIdHasher(u64);
+
+impl Hasher for TxIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<TxIdHasher>>;
+
+/// One shard's proxy state and rules.
+pub struct ProxyCore {
+    local: ProxyAddress,
+    key: TokenKey,
+    strict_client: bool,
+    client_networks: Vec<IpCidr>,
+    ack_ruri: bool,
+    timers: Timers,
+    branches: BranchGenerator,
+    /// Boxed: the table grows to hundreds of thousands of entries, and a rehash then moves
+    /// pointers, not whole records, so it does not stall the shard.
+    txs: IdMap<Box<ProxyTx>>,
+    /// Keyed by what the sender wrote (its branch and sent-by): SipHash stays, so nobody can
+    /// pick keys that collide and turn lookups into long scans.
+    by_key: HashMap<ServerKey, TxId>,
+    /// Our own branches (they embed a loop hash of sender-chosen fields): SipHash too.
+    by_branch: HashMap<String, TxId>,
+    /// INVITEs whose 2xx Roundabout retransmits to a UDP caller, by (Call-ID, CSeq number):
+    /// the caller's ACK (a new branch) stops it.
+    by_dialog: HashMap<(String, u32), TxId>,
+    pending: IdMap<Pending>,
+    next_id: u64,
+    /// Set on shutdown: new transactions are refused with 503.
+    draining: bool,
+    queue: TimerQueue,
+    out: Vec<Action>,
+    now: Instant,
+}
+
+impl ProxyCore {
+    pub fn new(config: &Config, key: TokenKey, shard: usize) -> ProxyCore {
+        ProxyCore {
+            local: ProxyAddress::new(
+                LocalIdentity::from_config(config),
+                config.contact_header_fqdn,
+            ),
+            key,
+            strict_client: config.strict_client,
+            client_networks: config.client_networks.clone(),
+            ack_ruri: config.ack_ruri,
+            timers: Timers::from_limits(&config.limits),
+            branches: BranchGenerator::new(shard),
+            txs: IdMap::default(),
+            by_key: HashMap::new(),
+            by_branch: HashMap::new(),
+            by_dialog: HashMap::new(),
+            pending: IdMap::default(),
+            next_id: 1,
+            draining: false,
+            queue: TimerQueue::default(),
+            out: Vec::new(),
+            now: Instant::now(),
+        }
+    }
+
+    /// Feeds one event at time `now`; returns what must be done.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        self.now = now;
+        match event {
+            Event::Message(msg, source) if msg.is_request() => self.on_request(msg, source),
+            Event::Message(msg, source) => self.on_response(msg, source),
+            Event::Decided(job, decision) => {
+                if let Some(p) = self.pending.remove(&job) {
+                    self.on_decision(decision, p)
+                }
+            }
+            Event::ClientFound(job, binding) => {
+                if let Some(p) = self.pending.remove(&job) {
+                    self.on_client_found(binding, p)
+                }
+            }
+            Event::LookupFailed(job) => {
+                if let Some(p) = self.pending.remove(&job) {
+                    self.fail(p.job, 500, "Server Internal Error")
+                }
+            }
+            Event::DeliveryFailed(id, error) => self.on_delivery_failed(id, error),
+            Event::Tick => self.on_tick(),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Shutting down: refuse new transactions; returns how many are still unanswered.
+    pub fn drain(&mut self) -> usize {
+        self.draining = true;
+        self.in_flight()
+    }
+
+    /// `(transactions in the table, of which still without a final answer)`.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.txs.len(), self.in_flight())
+    }
+
+    fn in_flight(&self) -> usize {
+        self.txs
+            .values()
+            .filter(|tx| !tx.server.has_final())
+            .count()
+    }
+
+    fn deliver(&mut self, destination: Destination, bytes: Bytes, notify: Option<TxId>) {
+        self.out.push(Action::Deliver {
+            destination,
+            bytes,
+            notify,
+        });
+    }
+
+    fn schedule(&mut self, id: TxId, kind: TimerKind, after: Duration) {
+        self.queue.schedule(self.now + after, id, kind);
+    }
+
+    /// Answers a request that has no transaction (yet): 400, 403, 481, 482, 483...
+    fn reply_stateless(&mut self, msg: &SipMessage, source: &Source, code: u16, reason: &str) {
+        if msg.method() == "ACK" {
+            return; // never answer an ACK
+        }
+        let via = rewrite::top_via_with_received(msg, source);
+        let bytes = build_response(msg, code, reason, via.as_deref());
+        debug!(
+            "{} {} from {} answered {code} {reason}",
+            msg.method(),
+            msg.request_uri(),
+            source.remote
+        );
+        self.deliver(source.reply_destination(), bytes, None);
+    }
+
+    // ----- requests ---------------------------------------------------------------------
+
+    fn on_request(&mut self, msg: SipMessage, source: Source) {
+        // Parsed once, for this check and the transaction key.
+        let Some(top_via) = msg.top_via() else {
+            warn!(
+                "dropped a {} from {}: no usable Via to answer to",
+                msg.method(),
+                source.remote
+            );
+            return;
+        };
+        if let Err(reason) = validate_request(&msg) {
+            info!("bad {} from {}: {reason}", msg.method(), source.remote);
+            return self.reply_stateless(&msg, &source, 400, reason);
+        }
+        let method = msg.method().to_string();
+        let key = ServerKey::with_top_via(&msg, &top_via, &method);
+
+        match method.as_str() {
+            "ACK" => {
+                if self.on_ack(&msg, &key) {
+                    return;
+                }
+            }
+            "CANCEL" => {
+                if self.on_cancel(&msg, &source, &key) {
+                    return;
+                }
+                // No INVITE transaction here: forwarded statelessly (RFC 3261 16.10).
+            }
+            _ => {
+                if let Some(&id) = self.by_key.get(&key) {
+                    return self.on_retransmission(id);
+                }
+            }
+        }
+
+        let stateless = method == "ACK" || method == "CANCEL";
+        if self.draining && !stateless {
+            return self.reply_stateless(&msg, &source, 503, "Service Unavailable - Shutting Down");
+        }
+        if msg.max_forwards() == Some(Ok(0)) {
+            return self.reply_stateless(&msg, &source, 483, "Too Many Hops");
+        }
+        if is_loop(&msg, &self.local) {
+            return self.reply_stateless(&msg, &source, 482, "Loop Detected");
+        }
+        if method == "REGISTER"
+            && self.strict_client
+            && !crate::config::client_networks::contains(&self.client_networks, source.remote.ip())
+        {
+            info!(
+                "REGISTER from untrusted {} refused (-strict-client)",
+                source.remote
+            );
+            return self.reply_stateless(&msg, &source, 403, "Forbidden - Untrusted Client");
+        }
+
+        // Where does it go? Our own Route values are popped first (loose routing).
+        let (our_routes, next_route) = rewrite::our_routes_on_top(&msg, &self.local);
+        let ruri = SipUri::parse(msg.request_uri());
+        // Our token is restored into the Request-URI on every pass (also when a Route
+        // follows), unless a later Route brings the request back to us.
+        let token = ruri
+            .as_ref()
+            .ok()
+            .and_then(|u| rewrite::token_to_restore(&msg, u, &self.local, our_routes))
+            .and_then(|t| self.key.decode(t));
+        let target = if let Some(route) = next_route {
+            match NameAddr::parse(route)
+                .ok()
+                .and_then(|n| n.uri().ok().map(|u| RouteTarget::from_uri(&u)))
+            {
+                Some(t) => t,
+                None => return self.reply_stateless(&msg, &source, 400, "Malformed Route"),
+            }
+        } else if let Some(tok) = &token {
+            RouteTarget::Peer(tok.destination())
+        } else if method == "ACK" && !self.ack_ruri {
+            // The original program's rule: an ACK without Route goes to its To host.
+            match msg
+                .first_value(HeaderName::To)
+                .and_then(|v| NameAddr::parse(v).ok())
+                .and_then(|n| n.uri().ok().map(|u| RouteTarget::from_uri(&u)))
+            {
+                Some(t) => t,
+                None => return,
+            }
+        } else {
+            match &ruri {
+                Ok(u) => RouteTarget::from_uri(u),
+                Err(e) => {
+                    debug!("unroutable Request-URI '{}': {e}", msg.request_uri());
+                    return self.reply_stateless(&msg, &source, 416, "Unsupported URI Scheme");
+                }
+            }
+        };
+        // OPTIONS to Roundabout itself (no user, no further Route): a health check that
+        // servers and load balancers send to a proxy; answer it here.
+        if method == "OPTIONS" && next_route.is_none() {
+            if let Ok(u) = &ruri {
+                if u.user.is_none() && self.local.is_us(u) {
+                    return self.reply_stateless(&msg, &source, 200, "OK");
+                }
+            }
+        }
+        let request_uri = token.map(|t| t.original_uri);
+
+        let job = if stateless {
+            Job::Stateless(Box::new(msg), source)
+        } else {
+            Job::Tx(self.new_transaction(msg, source, key, method))
+        };
+        let pending = Pending {
+            job,
+            request_uri,
+            our_routes,
+            fallback: None,
+        };
+        self.resolve(target, pending);
+    }
+
+    /// An ACK: absorbed when it is hop by hop (for a non-2xx final of ours or forwarded by
+    /// us, or for a final Roundabout made without a transaction); otherwise it goes on
+    /// end to end. Returns true when absorbed.
+    fn on_ack(&mut self, msg: &SipMessage, key: &ServerKey) -> bool {
+        if let Some(&id) = self.by_key.get(key) {
+            let t = self.timers;
+            let mut steps = Vec::new();
+            let fate = self
+                .txs
+                .get_mut(&id)
+                .map(|tx| tx.server.ack(&t, &mut steps));
+            self.apply_server(id, steps);
+            if fate == Some(AckFate::Absorbed) {
+                trace!("absorbed an ACK for a non-2xx final (hop by hop)");
+                self.cleanup(id);
+                return true;
+            }
+        }
+        // The ACK for a 2xx (a new branch) stops our retransmission of that 2xx.
+        if let (Some(call_id), Some((cseq, _))) = (msg.call_id(), msg.cseq()) {
+            if let Some(id) = self.by_dialog.remove(&(call_id.to_string(), cseq)) {
+                let t = self.timers;
+                if let Some(tx) = self.txs.get_mut(&id) {
+                    tx.server.ack(&t, &mut Vec::new());
+                }
+            }
+        }
+        if is_local_tag(msg) {
+            trace!("absorbed an ACK for a final Roundabout made itself");
+            return true;
+        }
+        false
+    }
+
+    fn new_transaction(
+        &mut self,
+        msg: SipMessage,
+        source: Source,
+        key: ServerKey,
+        method: String,
+    ) -> TxId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let source_via = rewrite::top_via_with_received(&msg, &source);
+        let register = (method == "REGISTER").then(|| RegisterContext {
+            contacts: Vec::new(),
+            requested_expires: rewrite::requested_expires(&msg),
+            wildcard_user: rewrite::is_wildcard_contact(&msg)
+                .then(|| rewrite::to_user(&msg))
+                .flatten(),
+        });
+        let invite = key.class == MethodClass::Invite;
+        let trying = invite.then(|| build_response(&msg, 100, "Trying", source_via.as_deref()));
+        let tx = ProxyTx {
+            key: key.clone(),
+            method,
+            source,
+            source_via,
+            request: Some(msg),
+            server: ServerTx::new(invite, source.transport.is_stream()),
+            down: None,
+            cancel: Cancel::None,
+            ringing_until: None,
+            ringing_gave_up: false,
+            register,
+            resolving: true,
+        };
+        self.by_key.insert(key, id);
+        self.txs.insert(id, Box::new(tx));
+        if let Some(trying) = trying {
+            // A stateful proxy answers 100 at once so the caller stops retransmitting.
+            let mut steps = Vec::new();
+            if let Some(tx) = self.txs.get_mut(&id) {
+                tx.server.provisional(trying, &mut steps);
+            }
+            self.apply_server(id, steps);
+        }
+        id
+    }
+
+    /// A request we have seen: re-send what we last answered (RFC 3261 17.2), never
+    /// forward it twice; our own client side retransmits on UDP by itself.
+    fn on_retransmission(&mut self, id: TxId) {
+        let mut steps = Vec::new();
+        if let Some(tx) = self.txs.get_mut(&id) {
+            trace!("absorbed a retransmitted {}", tx.method);
+            tx.server.request_retransmission(&mut steps);
+        }
+        self.apply_server(id, steps);
+    }
+
+    /// A CANCEL from upstream. Returns false when it matches no INVITE transaction.
+    fn on_cancel(&mut self, msg: &SipMessage, source: &Source, key: &ServerKey) -> bool {
+        let invite_key = ServerKey {
+            class: MethodClass::Invite,
+            ..key.clone()
+        };
+        let Some(&id) = self.by_key.get(&invite_key) else {
+            return false;
+        };
+        // CANCEL is hop-by-hop: answered here, then sent on where its INVITE went.
+        self.reply_stateless(msg, source, 200, "OK");
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return true;
+        };
+        if tx.server.has_final() || !matches!(tx.cancel, Cancel::None) {
+            return true;
+        }
+        tx.cancel = Cancel::Held;
+        // Still resolving: forward() answers 487 instead of sending. Otherwise it goes now
+        // if the next hop answered anything, else on its first provisional.
+        self.send_held_cancel(id);
+        true
+    }
+
+    /// Sends a held CANCEL once the next hop has answered (RFC 3261 9.1), as its own client
+    /// transaction (retransmitted over UDP, Timer E; given up after Timer F).
+    fn send_held_cancel(&mut self, id: TxId) {
+        let t = self.timers;
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        let Some(down) = &tx.down else { return };
+        if !matches!(tx.cancel, Cancel::Held) || !down.tx.heard_back() || tx.server.has_final() {
+            return;
+        }
+        let dest = down.destination.clone();
+        debug!("CANCEL {} -> {dest}", down.hop.request_uri);
+        let mut steps = Vec::new();
+        let cancel = ClientTx::start(
+            false,
+            dest.transport().is_stream(),
+            down.hop.cancel(),
+            &t,
+            &mut steps,
+        );
+        tx.cancel = Cancel::Sent(cancel);
+        self.apply_client(id, true, steps, "");
+    }
+
+    fn resolve(&mut self, target: RouteTarget, pending: Pending) {
+        let job = self.next_id;
+        self.next_id += 1;
+        self.pending.insert(job, pending);
+        self.out.push(Action::Resolve { job, target });
+    }
+
+    fn on_decision(&mut self, decision: Decision, mut pending: Pending) {
+        match decision {
+            Decision::Forward {
+                destination,
+                request_uri,
+            } => {
+                if request_uri.is_some() {
+                    pending.request_uri = request_uri;
+                }
+                self.forward(destination, pending)
+            }
+            Decision::Reject(r) => {
+                let (code, reason) = r.status();
+                self.fail(pending.job, code, reason)
+            }
+            Decision::AskRegistrar { user, fallback } => {
+                let job = self.next_id;
+                self.next_id += 1;
+                pending.fallback = fallback;
+                self.pending.insert(job, pending);
+                self.out.push(Action::LookupClient { job, user });
+            }
+        }
+    }
+
+    fn on_client_found(&mut self, binding: Option<ClientBinding>, mut pending: Pending) {
+        match binding {
+            Some(binding) => {
+                debug!("client is at {}", binding.source.remote);
+                pending.request_uri = Some(binding.contact_uri);
+                self.forward(binding.source.reply_destination(), pending)
+            }
+            None => match pending.fallback.take() {
+                Some(f) => self.on_decision(*f, pending),
+                None => self.fail(pending.job, 404, "Not Found"),
+            },
+        }
+    }
+
+    /// Answers the request of a job with an error (and ends its transaction).
+    fn fail(&mut self, job: Job, code: u16, reason: &str) {
+        match job {
+            Job::Stateless(msg, _) => {
+                debug!(
+                    "{} {} dropped: {code} {reason}",
+                    msg.method(),
+                    msg.request_uri()
+                )
+            }
+            Job::Tx(id) => {
+                if let Some(tx) = self.txs.get_mut(&id) {
+                    tx.resolving = false;
+                }
+                self.respond_locally(id, code, reason);
+                self.cleanup(id);
+            }
+        }
+    }
+
+    /// Sends Roundabout's own final response upstream for a transaction.
+    fn respond_locally(&mut self, id: TxId, code: u16, reason: &str) {
+        let t = self.timers;
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        if tx.server.has_final() {
+            return;
+        }
+        let Some(request) = tx.request.take() else {
+            return;
+        };
+        let bytes = build_response(&request, code, reason, tx.source_via.as_deref());
+        debug!(
+            "{} {} answered {code} {reason}",
+            tx.method,
+            request.request_uri()
+        );
+        let mut steps = Vec::new();
+        tx.server.final_response(code, bytes, false, &t, &mut steps);
+        tx.ringing_until = None;
+        tx.source_via = None;
+        tx.register = None;
+        self.apply_server(id, steps);
+    }
+
+    fn forward(&mut self, destination: Destination, pending: Pending) {
+        let out = destination.transport();
+        match pending.job {
+            Job::Stateless(msg, source) => {
+                let branch = self.branches.next(&msg);
+                let source_via = rewrite::top_via_with_received(&msg, &source);
+                let built = rewrite::build_request(
+                    &msg,
+                    &self.local,
+                    &self.key,
+                    &source,
+                    source_via.as_deref(),
+                    out,
+                    &branch,
+                    pending.request_uri.as_deref(),
+                    pending.our_routes,
+                    false,
+                );
+                debug!("{} {} -> {destination}", msg.method(), msg.request_uri());
+                self.deliver(destination, built.bytes, None);
+            }
+            Job::Tx(id) => {
+                let t = self.timers;
+                let Some(tx) = self.txs.get_mut(&id) else {
+                    return;
+                };
+                tx.resolving = false;
+                if matches!(tx.cancel, Cancel::Held) {
+                    self.respond_locally(id, 487, "Request Terminated");
+                    return self.cleanup(id);
+                }
+                let Some(request) = tx.request.as_ref() else {
+                    return self.cleanup(id);
+                };
+                let branch = self.branches.next(request);
+                let built = rewrite::build_request(
+                    request,
+                    &self.local,
+                    &self.key,
+                    &tx.source,
+                    tx.source_via.as_deref(),
+                    out,
+                    &branch,
+                    pending.request_uri.as_deref(),
+                    pending.our_routes,
+                    tx.register.is_some(),
+                );
+                debug!(
+                    "{} {} from {} -> {destination}",
+                    tx.method,
+                    request.request_uri(),
+                    tx.source.remote
+                );
+                if let (Some(reg), Some(c)) = (tx.register.as_mut(), built.register_contacts) {
+                    reg.contacts = c;
+                }
+                let invite = tx.is_invite();
+                let mut steps = Vec::new();
+                let client = ClientTx::start(invite, out.is_stream(), built.bytes, &t, &mut steps);
+                tx.down = Some(Downstream {
+                    tx: client,
+                    destination,
+                    branch: branch.clone(),
+                    hop: built.hop,
+                });
+                if invite {
+                    // Timer C starts with the INVITE (RFC 3261 16.6 step 11).
+                    tx.ringing_until = Some(self.now + t.ringing);
+                    self.schedule(id, TimerKind::Ringing, t.ringing);
+                }
+                self.by_branch.insert(branch, id);
+                self.apply_client(id, false, steps, "");
+            }
+        }
+    }
+
+    // ----- responses --------------------------------------------------------------------
+
+    fn on_response(&mut self, msg: SipMessage, source: Source) {
+        // The top Via is parsed once, for the check and for the branch.
+        let top_via = msg.top_via();
+        if let Err(reason) = validate_response(&msg, top_via.as_ref()) {
+            info!("dropped a response from {}: {reason}", source.remote);
+            return;
+        }
+        let Some(branch) = top_via.as_ref().and_then(|v| v.branch()) else {
+            return;
+        };
+        if !is_our_branch(branch) {
+            debug!(
+                "dropped a response from {} whose top Via is not ours",
+                source.remote
+            );
+            return;
+        }
+        let Some(&id) = self.by_branch.get(branch) else {
+            // Never relayed by its Via alone: that would let anyone make Roundabout send
+            // to an address of their choosing (RFC 3261 16.11 allows dropping it).
+            debug!(
+                "dropped a response from {} that matches no transaction",
+                source.remote
+            );
+            return;
+        };
+        let status = msg.status().unwrap_or(0);
+        let t = self.timers;
+        let for_cancel = msg.cseq().is_some_and(|(_, m)| m == "CANCEL");
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        if for_cancel {
+            if let Cancel::Sent(c) = &mut tx.cancel {
+                c.on_response(status, &t, &mut Vec::new());
+                trace!("absorbed {status} to our CANCEL");
+            }
+            return self.cleanup(id);
+        }
+        let Some(down) = tx.down.as_mut() else { return };
+        let mut steps = Vec::new();
+        let fate = down.tx.on_response(status, &t, &mut steps);
+        let response_to = msg.first_value(HeaderName::To).unwrap_or("").to_string();
+        self.apply_client(id, false, steps, &response_to);
+        if fate == ResponseFate::Absorb {
+            return self.cleanup(id);
+        }
+
+        if status < 200 {
+            self.on_provisional(id, status, &msg, &source);
+        } else {
+            self.on_final(id, status, &msg, &source);
+        }
+        self.cleanup(id);
+    }
+
+    fn on_provisional(&mut self, id: TxId, status: u16, msg: &SipMessage, source: &Source) {
+        let t = self.timers;
+        // The next hop answered: a held CANCEL may go now (RFC 3261 9.1).
+        self.send_held_cancel(id);
+        if status == 100 {
+            return; // hop-by-hop; the caller already had our 100
+        }
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        if tx.ringing_until.is_some() && !tx.ringing_gave_up {
+            // Timer C restarts on every provisional above 100 (16.7 step 2).
+            tx.ringing_until = Some(self.now + t.ringing);
+            self.queue
+                .schedule(self.now + t.ringing, id, TimerKind::Ringing);
+        }
+        let Some(tx) = self.txs.get(&id) else { return };
+        let bytes = self.rewrite_response(tx, msg, source, &mut Vec::new());
+        let mut steps = Vec::new();
+        if let Some(tx) = self.txs.get_mut(&id) {
+            tx.server.provisional(bytes, &mut steps);
+        }
+        self.apply_server(id, steps);
+    }
+
+    fn on_final(&mut self, id: TxId, status: u16, msg: &SipMessage, source: &Source) {
+        let t = self.timers;
+        let mut bindings = Vec::new();
+        let bytes = self.rewrite_response(&self.txs[&id], msg, source, &mut bindings);
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        debug!("{status} for {} -> {}", tx.method, tx.source.remote);
+        tx.ringing_until = None;
+        let success = (200..300).contains(&status);
+        if tx.server.has_final() {
+            // Roundabout answered already (408, 480, 503...): a 2xx still goes upstream,
+            // on the flow the INVITE came from (16.7 step 5); anything else ends here.
+            if success && tx.is_invite() {
+                let mut steps = Vec::new();
+                if !tx
+                    .server
+                    .final_response(status, bytes.clone(), false, &t, &mut steps)
+                {
+                    let dest = tx.source.reply_destination();
+                    self.deliver(dest, bytes, None);
+                }
+                self.apply_server(id, steps);
+            }
+            return;
+        }
+        let client = tx.source;
+        // A reliable next hop never repeats its 2xx: over UDP to the caller, we must.
+        let retransmit_2xx = tx
+            .down
+            .as_ref()
+            .is_some_and(|d| d.destination.transport().is_stream());
+        let mut steps = Vec::new();
+        tx.server
+            .final_response(status, bytes, retransmit_2xx, &t, &mut steps);
+        if tx.server.is_retransmitting_2xx() {
+            if let (Some(call_id), Some((cseq, _))) = (msg.call_id(), msg.cseq()) {
+                self.by_dialog.insert((call_id.to_string(), cseq), id);
+            }
+        }
+        let tx = self.txs.get_mut(&id).expect("present");
+        tx.request = None;
+        tx.source_via = None;
+        tx.register = None;
+        self.apply_server(id, steps);
+        for (user, contact_uri, expires) in bindings {
+            if expires == 0 {
+                self.out.push(Action::Unbind {
+                    user,
+                    only_flow: None,
+                });
+            } else {
+                self.out.push(Action::Bind {
+                    user,
+                    binding: ClientBinding {
+                        contact_uri,
+                        source: client,
+                    },
+                    expires: Duration::from_secs(expires.into()),
+                });
+            }
+        }
+    }
+
+    /// The response as it goes upstream: our Via off, the Contact rewritten for the
+    /// caller's side, a REGISTER's Contacts restored (and the bindings it confirms).
+    fn rewrite_response(
+        &self,
+        tx: &ProxyTx,
+        msg: &SipMessage,
+        source: &Source,
+        bindings: &mut Vec<(String, String, u32)>,
+    ) -> Bytes {
+        let status = msg.status().unwrap_or(0);
+        let mut rw = Rewrite::default();
+        rewrite::remove_first_values(msg, HeaderName::Via, 1, &mut rw);
+        match &tx.register {
+            Some(reg) if (200..300).contains(&status) => {
+                let granted =
+                    rewrite::restore_register_contacts(msg, &mut rw, &self.local, &reg.contacts);
+                *bindings = registration_changes(
+                    reg,
+                    &granted,
+                    msg.first_value(HeaderName::Contact).is_some(),
+                );
+            }
+            Some(_) => {}
+            None if status < 300 => {
+                rewrite::rewrite_dialog_contact(
+                    msg,
+                    &mut rw,
+                    &self.local,
+                    tx.source.transport,
+                    source,
+                    &self.key,
+                );
+            }
+            None => {}
+        }
+        msg.render(&rw)
+    }
+
+    // ----- steps of the machines --------------------------------------------------------
+
+    fn apply_server(&mut self, id: TxId, steps: Vec<ServerStep>) {
+        if steps.is_empty() {
+            return;
+        }
+        let Some(tx) = self.txs.get(&id) else { return };
+        let dest = tx.source.reply_destination();
+        for step in steps {
+            match step {
+                ServerStep::Send(bytes) => self.deliver(dest.clone(), bytes, None),
+                ServerStep::Schedule(timer, after) => {
+                    self.schedule(id, TimerKind::Server(timer), after)
+                }
+            }
+        }
+    }
+
+    /// `cancel`: the steps are the CANCEL's client transaction's. `response_to`: the To of
+    /// the response being ACKed.
+    fn apply_client(&mut self, id: TxId, cancel: bool, steps: Vec<ClientStep>, response_to: &str) {
+        if steps.is_empty() {
+            return;
+        }
+        let Some(down) = self.txs.get(&id).and_then(|tx| tx.down.as_ref()) else {
+            return;
+        };
+        let dest = down.destination.clone();
+        let ack = steps
+            .contains(&ClientStep::Ack)
+            .then(|| down.hop.ack(response_to));
+        for step in steps {
+            match step {
+                // Failures of the request itself are reported (503, 480); of a CANCEL not.
+                ClientStep::Send(bytes) => {
+                    self.deliver(dest.clone(), bytes, (!cancel).then_some(id))
+                }
+                ClientStep::Ack => {
+                    if let Some(a) = ack.clone() {
+                        self.deliver(dest.clone(), a, None)
+                    }
+                }
+                ClientStep::Schedule(timer, after) => {
+                    let kind = if cancel {
+                        TimerKind::Cancel(timer)
+                    } else {
+                        TimerKind::Client(timer)
+                    };
+                    self.schedule(id, kind, after)
+                }
+            }
+        }
+    }
+
+    // ----- timers and endings -----------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        let t = self.timers;
+        for (id, kind) in self.queue.due(self.now) {
+            let Some(tx) = self.txs.get_mut(&id) else {
+                continue;
+            };
+            match kind {
+                TimerKind::Server(timer) => {
+                    let mut steps = Vec::new();
+                    tx.server.on_timer(timer, &t, &mut steps);
+                    self.apply_server(id, steps);
+                }
+                TimerKind::Client(timer) => {
+                    let Some(down) = tx.down.as_mut() else {
+                        continue;
+                    };
+                    let mut steps = Vec::new();
+                    let timed_out = down.tx.on_timer(timer, &t, &mut steps);
+                    self.apply_client(id, false, steps, "");
+                    if timed_out {
+                        self.on_client_timeout(id);
+                    }
+                }
+                TimerKind::Cancel(timer) => {
+                    let Cancel::Sent(c) = &mut tx.cancel else {
+                        continue;
+                    };
+                    let mut steps = Vec::new();
+                    c.on_timer(timer, &t, &mut steps);
+                    self.apply_client(id, true, steps, "");
+                }
+                TimerKind::Ringing => self.on_timer_c(id),
+            }
+            self.cleanup(id);
+        }
+    }
+
+    /// Timer B or F: the next hop never answered.
+    fn on_client_timeout(&mut self, id: TxId) {
+        let Some(tx) = self.txs.get(&id) else { return };
+        info!(
+            "{} {} timed out at {:?}",
+            tx.method,
+            tx.down.as_ref().map_or("", |d| d.hop.request_uri.as_str()),
+            tx.down.as_ref().map(|d| d.destination.to_string())
+        );
+        // A caller that cancelled has its 200 for the CANCEL; it expects 487.
+        if matches!(tx.cancel, Cancel::Held) {
+            self.respond_locally(id, 487, "Request Terminated");
+        } else {
+            self.respond_locally(id, 408, "Request Timeout");
+        }
+    }
+
+    /// Timer C (RFC 3261 16.8): a ringing INVITE that never ends is cancelled downstream and
+    /// the 487 that comes back goes upstream; only if the next hop stays silent for 64*T1
+    /// more does Roundabout answer 408 itself.
+    fn on_timer_c(&mut self, id: TxId) {
+        let t = self.timers;
+        let now = self.now;
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        let Some(until) = tx.ringing_until else {
+            return;
+        };
+        if now < until || tx.server.has_final() {
+            return; // restarted by a later provisional, or over
+        }
+        let Some(down) = tx.down.as_mut() else { return };
+        if tx.ringing_gave_up || !down.tx.heard_back() {
+            // Silent after our CANCEL, or nothing ever came: as if a 408 arrived.
+            info!("{} {} timed out (Timer C)", tx.method, down.hop.request_uri);
+            let mut steps = Vec::new();
+            down.tx.abandon(&t, &mut steps);
+            tx.ringing_until = None;
+            if matches!(tx.cancel, Cancel::None) {
+                tx.cancel = Cancel::Held; // sent if it still answers provisionally
+            }
+            self.apply_client(id, false, steps, "");
+            return self.respond_locally(id, 408, "Request Timeout");
+        }
+        debug!("Timer C: cancelling {}", down.hop.request_uri);
+        tx.ringing_gave_up = true;
+        tx.ringing_until = Some(now + t.transaction);
+        self.schedule(id, TimerKind::Ringing, t.transaction);
+        let tx = self.txs.get_mut(&id).expect("present");
+        if matches!(tx.cancel, Cancel::None) {
+            tx.cancel = Cancel::Held;
+        }
+        self.send_held_cancel(id);
+    }
+
+    fn on_delivery_failed(&mut self, id: TxId, error: DeliveryError) {
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        let Some(down) = tx.down.as_mut() else { return };
+        if down.tx.is_terminated() || tx.server.has_final() {
+            return;
+        }
+        down.tx.terminate();
+        match error {
+            DeliveryError::FlowGone => {
+                // The client's connection is gone: its binding on that connection is useless
+                // (a newer registration on another connection stays).
+                if let Destination::Flow { flow, .. } = down.destination {
+                    if let Some(user) = SipUri::parse(&down.hop.request_uri)
+                        .ok()
+                        .and_then(|u| u.user.map(String::from))
+                    {
+                        self.out.push(Action::Unbind {
+                            user,
+                            only_flow: Some(flow),
+                        });
+                    }
+                }
+                self.respond_locally(id, 480, "Temporarily Unavailable")
+            }
+            DeliveryError::Unreachable => self.respond_locally(id, 503, "Service Unavailable"),
+        }
+        self.cleanup(id);
+    }
+
+    /// Forgets a transaction once both sides are over.
+    fn cleanup(&mut self, id: TxId) {
+        if !self.txs.get(&id).is_some_and(|tx| tx.is_over()) {
+            return;
+        }
+        if let Some(tx) = self.txs.remove(&id) {
+            self.by_key.remove(&tx.key);
+            if let Some(d) = &tx.down {
+                self.by_branch.remove(&d.branch);
+            }
+            self.by_dialog.retain(|_, v| *v != id);
+        }
+    }
+}
+
+/// `(user, original contact URI, expires)` for each client whose registration the 2xx
+/// confirmed (expires > 0) or ended (0).
+fn registration_changes(
+    reg: &RegisterContext,
+    granted: &[(String, Option<u32>)],
+    response_lists_contacts: bool,
+) -> Vec<(String, String, u32)> {
+    let mut out = Vec::new();
+    if let Some(user) = &reg.wildcard_user {
+        out.push((user.clone(), String::new(), 0));
+    }
+    for c in &reg.contacts {
+        let expires = match granted.iter().find(|(u, _)| *u == c.user) {
+            Some((_, e)) => e.or(reg.requested_expires).unwrap_or(DEFAULT_EXPIRES),
+            // Not listed in the 2xx: the server no longer has it. A server that lists no
+            // Contact at all (non-compliant) is taken at the request's word.
+            None if response_lists_contacts => 0,
+            None => reg.requested_expires.unwrap_or(DEFAULT_EXPIRES),
+        };
+        out.push((c.user.clone(), c.original_uri.clone(), expires));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each rule of RFC 3261 16/17 (and RFC 6026) the core owns, on a fake clock: events in,
+    //! the exact actions out. No socket, no actor, no sleeping.
+    use super::*;
+    use crate::sip::Transport;
+
+    const SERVER: &str = "198.51.100.2:5060";
+
+    struct Harness {
+        core: ProxyCore,
+        t0: Instant,
+        now: Instant,
+    }
+
+    fn udp_caller() -> Source {
+        Source {
+            transport: Transport::Udp,
+            remote: "192.0.2.1:5060".parse().unwrap(),
+            flow: FlowId::UDP,
+        }
+    }
+
+    fn tcp_caller() -> Source {
+        Source {
+            transport: Transport::Tcp,
+            remote: "192.0.2.1:40000".parse().unwrap(),
+            flow: FlowId(7),
+        }
+    }
+
+    fn server(t: Transport) -> Destination {
+        Destination::Address {
+            transport: t,
+            addr: SERVER.parse().unwrap(),
+            tls_name: None,
+        }
+    }
+
+    fn server_source(t: Transport) -> Source {
+        Source {
+            transport: t,
+            remote: SERVER.parse().unwrap(),
+            flow: if t.is_stream() {
+                FlowId(9)
+            } else {
+                FlowId::UDP
+            },
+        }
+    }
+
+    fn request(method: &str, branch: &str, extra: &str) -> SipMessage {
+        SipMessage::parse(Bytes::from(format!(
+            "{method} sip:bob@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@192.0.2.1>;tag=a1\r\nTo: <sip:bob@198.51.100.2>{extra}\r\n\
+             Call-ID: call1\r\nCSeq: 1 {method}\r\nContact: <sip:alice@192.0.2.1:5060>\r\n\
+             Content-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    }
+
+    fn invite() -> SipMessage {
+        request("INVITE", "z9hG4bK-c1", "")
+    }
+
+    /// A response from the next hop to a request Roundabout forwarded (`sent`).
+    fn response_to(sent: &Bytes, status: u16, to_tag: Option<&str>) -> SipMessage {
+        let m = SipMessage::parse(sent.clone()).unwrap();
+        let mut s = format!("SIP/2.0 {status} Whatever\r\n");
+        for v in m.values(HeaderName::Via) {
+            s.push_str(&format!("Via: {v}\r\n"));
+        }
+        let to = m.first_value(HeaderName::To).unwrap();
+        let tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        s.push_str(&format!(
+            "From: {}\r\nTo: {to}{tag}\r\nCall-ID: {}\r\nCSeq: {} {}\r\nContent-Length: 0\r\n\r\n",
+            m.first_value(HeaderName::From).unwrap(),
+            m.call_id().unwrap(),
+            m.cseq().unwrap().0,
+            m.cseq().unwrap().1,
+        ));
+        SipMessage::parse(Bytes::from(s)).unwrap()
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let mut config = Config::default();
+            config.limits.ringing_timeout = Duration::from_secs(181);
+            let t0 = Instant::now();
+            Harness {
+                core: ProxyCore::new(&config, TokenKey::default(), 0),
+                t0,
+                now: t0,
+            }
+        }
+
+        fn at(&mut self, after: Duration) {
+            self.now = self.t0 + after;
+        }
+
+        fn feed(&mut self, e: Event) -> Vec<Action> {
+            self.core.handle(e, self.now)
+        }
+
+        fn tick_at(&mut self, after: Duration) -> Vec<Action> {
+            self.at(after);
+            self.feed(Event::Tick)
+        }
+
+        fn from_caller(&mut self, m: SipMessage, src: Source) -> Vec<Action> {
+            self.feed(Event::Message(m, src))
+        }
+
+        /// Answers every Resolve with `to`; returns all actions.
+        fn resolved(&mut self, actions: Vec<Action>, to: &Destination) -> Vec<Action> {
+            let mut out = Vec::new();
+            for a in actions {
+                if let Action::Resolve { job, .. } = a {
+                    out.extend(self.feed(Event::Decided(
+                        job,
+                        Decision::Forward {
+                            destination: to.clone(),
+                            request_uri: None,
+                        },
+                    )));
+                } else {
+                    out.push(a);
+                }
+            }
+            out
+        }
+
+        /// INVITE from `caller` forwarded to a server on `t`: the bytes sent there.
+        fn call(&mut self, caller: Source, t: Transport) -> Bytes {
+            let a = self.from_caller(invite(), caller);
+            let a = self.resolved(a, &server(t));
+            assert_eq!(statuses_to(&a, &caller.reply_destination()), [100]);
+            sent_to(&a, &server(t)).remove(0)
+        }
+    }
+
+    /// The bytes delivered to `dest`, in order.
+    fn sent_to(actions: &[Action], dest: &Destination) -> Vec<Bytes> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Deliver {
+                    destination, bytes, ..
+                } if destination == dest => Some(bytes.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn statuses_to(actions: &[Action], dest: &Destination) -> Vec<u16> {
+        sent_to(actions, dest)
+            .into_iter()
+            .filter_map(|b| SipMessage::parse(b).ok()?.status())
+            .collect()
+    }
+
+    fn methods_to(actions: &[Action], dest: &Destination) -> Vec<String> {
+        sent_to(actions, dest)
+            .into_iter()
+            .filter_map(|b| {
+                let m = SipMessage::parse(b).ok()?;
+                m.is_request().then(|| m.method().to_string())
+            })
+            .collect()
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn ms(s: u64) -> Duration {
+        Duration::from_millis(s)
+    }
+
+    #[test]
+    fn invite_gets_100_and_is_forwarded_with_timer_a_until_a_provisional() {
+        let mut h = Harness::new();
+        let sent = h.call(udp_caller(), Transport::Udp);
+        let s = server(Transport::Udp);
+        assert_eq!(methods_to(&h.tick_at(ms(500)), &s), ["INVITE"]);
+        assert_eq!(methods_to(&h.tick_at(ms(1500)), &s), ["INVITE"]);
+        h.at(ms(1600));
+        let a = h.feed(Event::Message(
+            response_to(&sent, 100, None),
+            server_source(Transport::Udp),
+        ));
+        assert!(a.is_empty(), "100 is hop by hop: {a:?}");
+        assert!(
+            h.tick_at(ms(3500)).is_empty(),
+            "Timer A stops on a provisional"
+        );
+    }
+
+    #[test]
+    fn timer_b_answers_408_when_nothing_comes_back() {
+        let mut h = Harness::new();
+        h.call(tcp_caller(), Transport::Tcp);
+        assert!(h.tick_at(secs(31)).is_empty());
+        let a = h.tick_at(secs(32));
+        assert_eq!(statuses_to(&a, &tcp_caller().reply_destination()), [408]);
+        assert_eq!(h.core.counts().1, 0);
+    }
+
+    #[test]
+    fn retransmitted_invite_gets_the_latest_provisional_not_a_new_100() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let sent = h.call(caller, Transport::Udp);
+        assert_eq!(
+            statuses_to(
+                &h.from_caller(invite(), caller),
+                &caller.reply_destination()
+            ),
+            [100]
+        );
+        let a = h.feed(Event::Message(
+            response_to(&sent, 180, Some("b1")),
+            server_source(Transport::Udp),
+        ));
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [180]);
+        let a = h.from_caller(invite(), caller);
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [180]);
+        assert!(
+            sent_to(&a, &server(Transport::Udp)).is_empty(),
+            "not forwarded twice"
+        );
+    }
+
+    #[test]
+    fn timer_c_restarts_on_every_provisional_then_cancels_and_forwards_the_487() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let s = server(Transport::Tcp);
+        let sent = h.call(caller, Transport::Tcp);
+        let from_server = |h: &mut Harness, status: u16| {
+            h.feed(Event::Message(
+                response_to(&sent, status, Some("b1")),
+                server_source(Transport::Tcp),
+            ))
+        };
+        h.at(secs(1));
+        from_server(&mut h, 180);
+        h.at(secs(100));
+        from_server(&mut h, 183);
+        assert!(h.tick_at(secs(182)).is_empty(), "restarted by the 183");
+        let a = h.tick_at(secs(281));
+        assert_eq!(methods_to(&a, &s), ["CANCEL"]);
+        assert!(
+            statuses_to(&a, &caller.reply_destination()).is_empty(),
+            "no 408 yet"
+        );
+        h.at(secs(282));
+        let a = from_server(&mut h, 487);
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [487]);
+        assert_eq!(methods_to(&a, &s), ["ACK"], "the 487 is ACKed hop by hop");
+        // Later, only the 487 again (Timer G, the caller never ACKed): never a 408.
+        let later = statuses_to(&h.tick_at(secs(400)), &caller.reply_destination());
+        assert!(
+            !later.is_empty() && later.iter().all(|&s| s == 487),
+            "{later:?}"
+        );
+        assert_eq!(h.core.counts(), (0, 0));
+    }
+
+    #[test]
+    fn timer_c_with_a_silent_next_hop_answers_408_and_a_late_2xx_still_goes_upstream() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let s = server(Transport::Udp);
+        let sent = h.call(caller, Transport::Udp);
+        h.at(secs(1));
+        h.feed(Event::Message(
+            response_to(&sent, 180, Some("b1")),
+            server_source(Transport::Udp),
+        ));
+        let a = h.tick_at(secs(182));
+        assert_eq!(methods_to(&a, &s), ["CANCEL"]);
+        // The CANCEL is its own client transaction: retransmitted over UDP (Timer E).
+        assert_eq!(methods_to(&h.tick_at(ms(182_500)), &s), ["CANCEL"]);
+        let a = h.tick_at(secs(182 + 32));
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [408]);
+        // Then the callee answers after all: 16.7 step 5, the 2xx goes upstream...
+        h.at(secs(215));
+        let a = h.feed(Event::Message(
+            response_to(&sent, 200, Some("b1")),
+            server_source(Transport::Udp),
+        ));
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [200]);
+        // ...and Roundabout never ACKs a 2xx itself.
+        assert!(methods_to(&a, &s).is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn cancel_is_held_until_a_provisional_and_retransmitted_as_its_own_transaction() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let s = server(Transport::Udp);
+        let sent = h.call(caller, Transport::Udp);
+        h.at(ms(100));
+        let a = h.from_caller(request("CANCEL", "z9hG4bK-c1", ""), caller);
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [200]);
+        assert!(
+            methods_to(&a, &s).is_empty(),
+            "no CANCEL before a provisional (9.1)"
+        );
+        // The INVITE is still retransmitted meanwhile.
+        assert_eq!(methods_to(&h.tick_at(ms(500)), &s), ["INVITE"]);
+        h.at(ms(600));
+        let a = h.feed(Event::Message(
+            response_to(&sent, 100, None),
+            server_source(Transport::Udp),
+        ));
+        let cancels = sent_to(&a, &s);
+        assert_eq!(methods_to(&a, &s), ["CANCEL"]);
+        let cancel = SipMessage::parse(cancels[0].clone()).unwrap();
+        let invite_sent = SipMessage::parse(sent.clone()).unwrap();
+        assert_eq!(
+            cancel.top_via().unwrap().branch(),
+            invite_sent.top_via().unwrap().branch(),
+            "same branch as the INVITE"
+        );
+        assert_eq!(cancel.request_uri(), invite_sent.request_uri());
+        // Timer E, then the 200 for the CANCEL stops it.
+        assert_eq!(methods_to(&h.tick_at(ms(1100)), &s), ["CANCEL"]);
+        h.at(ms(1200));
+        let a = h.feed(Event::Message(
+            response_to(&cancels[0], 200, Some("b1")),
+            server_source(Transport::Udp),
+        ));
+        assert!(a.is_empty(), "the 200 for our CANCEL ends here: {a:?}");
+        assert!(methods_to(&h.tick_at(ms(2200)), &s).is_empty());
+        let a = h.feed(Event::Message(
+            response_to(&sent, 487, Some("b1")),
+            server_source(Transport::Udp),
+        ));
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [487]);
+    }
+
+    #[test]
+    fn cancel_while_resolving_is_answered_487_and_nothing_is_sent() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let resolve = h.from_caller(invite(), caller);
+        let a = h.from_caller(request("CANCEL", "z9hG4bK-c1", ""), caller);
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [200]);
+        let a = h.resolved(resolve, &server(Transport::Udp));
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [100, 487]);
+        assert!(sent_to(&a, &server(Transport::Udp)).is_empty());
+    }
+
+    #[test]
+    fn cancel_without_transaction_is_forwarded_statelessly() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let a = h.from_caller(request("CANCEL", "z9hG4bK-unknown", ""), caller);
+        assert!(
+            statuses_to(&a, &caller.reply_destination()).is_empty(),
+            "no 481: {a:?}"
+        );
+        let a = h.resolved(a, &server(Transport::Udp));
+        assert_eq!(methods_to(&a, &server(Transport::Udp)), ["CANCEL"]);
+        assert_eq!(h.core.counts(), (0, 0), "no transaction made");
+    }
+
+    #[test]
+    fn non_2xx_final_is_acked_downstream_and_the_callers_ack_absorbed() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let s = server(Transport::Udp);
+        let sent = h.call(caller, Transport::Udp);
+        let a = h.feed(Event::Message(
+            response_to(&sent, 486, Some("b1")),
+            server_source(Transport::Udp),
+        ));
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [486]);
+        assert_eq!(methods_to(&a, &s), ["ACK"]);
+        // Over UDP the 486 is retransmitted to the caller until its ACK (Timer G).
+        assert_eq!(
+            statuses_to(&h.tick_at(ms(500)), &caller.reply_destination()),
+            [486]
+        );
+        let a = h.from_caller(request("ACK", "z9hG4bK-c1", ";tag=b1"), caller);
+        assert!(a.is_empty(), "hop-by-hop ACK absorbed: {a:?}");
+        assert!(h.tick_at(ms(1500)).is_empty(), "Timer G stops");
+        // A retransmitted 486 from downstream is ACKed again, not forwarded.
+        let a = h.feed(Event::Message(
+            response_to(&sent, 486, Some("b1")),
+            server_source(Transport::Udp),
+        ));
+        assert_eq!(methods_to(&a, &s), ["ACK"]);
+        assert!(statuses_to(&a, &caller.reply_destination()).is_empty());
+    }
+
+    #[test]
+    fn ack_for_a_final_made_without_transaction_is_absorbed() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let mut text = String::from_utf8(invite().raw().to_vec()).unwrap();
+        text = text.replace("Max-Forwards: 70", "Max-Forwards: 0");
+        let a = h.from_caller(SipMessage::parse(Bytes::from(text)).unwrap(), caller);
+        let answer = sent_to(&a, &caller.reply_destination());
+        let answer = SipMessage::parse(answer[0].clone()).unwrap();
+        assert_eq!(answer.status(), Some(483));
+        let tag = crate::proxy::rewrite::to_tag(&answer).unwrap().to_string();
+        let ack = request("ACK", "z9hG4bK-c1", &format!(";tag={tag}"));
+        assert!(
+            h.from_caller(ack, caller).is_empty(),
+            "absorbed, not routed"
+        );
+        // Positive control: an ACK with someone else's tag goes on (end to end).
+        let ack = request("ACK", "z9hG4bK-c2", ";tag=callee");
+        let a = h.from_caller(ack, caller);
+        assert!(matches!(a[..], [Action::Resolve { .. }]), "{a:?}");
+    }
+
+    #[test]
+    fn a_2xx_from_a_reliable_next_hop_is_retransmitted_to_a_udp_caller_until_its_ack() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let up = caller.reply_destination();
+        let sent = h.call(caller, Transport::Tcp);
+        h.at(secs(1));
+        let a = h.feed(Event::Message(
+            response_to(&sent, 200, Some("b1")),
+            server_source(Transport::Tcp),
+        ));
+        assert_eq!(statuses_to(&a, &up), [200]);
+        let mut got = Vec::new();
+        for t in [1500, 2500, 4500, 8500, 12500] {
+            got.push(statuses_to(&h.tick_at(ms(t)), &up).len());
+        }
+        assert_eq!(got, [1, 1, 1, 1, 1], "at T1, 2T1, 4T1, then every T2");
+        // The caller's ACK (a new branch) stops it, and goes on end to end.
+        h.at(ms(13000));
+        let a = h.from_caller(request("ACK", "z9hG4bK-c9", ";tag=b1"), caller);
+        assert!(matches!(a[..], [Action::Resolve { .. }]), "{a:?}");
+        assert!(statuses_to(&h.tick_at(ms(16500)), &up).is_empty());
+        assert!(statuses_to(&h.tick_at(ms(20500)), &up).is_empty());
+    }
+
+    #[test]
+    fn a_2xx_retransmission_is_never_started_for_a_udp_next_hop_or_reliable_caller() {
+        let mut h = Harness::new();
+        let sent = h.call(udp_caller(), Transport::Udp);
+        h.feed(Event::Message(
+            response_to(&sent, 200, Some("b1")),
+            server_source(Transport::Udp),
+        ));
+        assert!(statuses_to(&h.tick_at(ms(500)), &udp_caller().reply_destination()).is_empty());
+        let mut h = Harness::new();
+        let sent = h.call(tcp_caller(), Transport::Tcp);
+        h.feed(Event::Message(
+            response_to(&sent, 200, Some("b1")),
+            server_source(Transport::Tcp),
+        ));
+        assert!(statuses_to(&h.tick_at(ms(500)), &tcp_caller().reply_destination()).is_empty());
+    }
+
+    #[test]
+    fn accepted_2xx_retransmissions_go_back_on_the_callers_flow_for_64_t1() {
+        let mut h = Harness::new();
+        let caller = tcp_caller();
+        let up = caller.reply_destination();
+        assert!(matches!(
+            up,
+            Destination::Flow {
+                flow: FlowId(7),
+                ..
+            }
+        ));
+        let sent = h.call(caller, Transport::Udp);
+        let ok = || response_to(&sent, 200, Some("b1"));
+        assert_eq!(
+            statuses_to(
+                &h.feed(Event::Message(ok(), server_source(Transport::Udp))),
+                &up
+            ),
+            [200]
+        );
+        h.at(ms(500));
+        assert_eq!(
+            statuses_to(
+                &h.feed(Event::Message(ok(), server_source(Transport::Udp))),
+                &up
+            ),
+            [200]
+        );
+        h.at(secs(31));
+        assert_eq!(
+            statuses_to(
+                &h.feed(Event::Message(ok(), server_source(Transport::Udp))),
+                &up
+            ),
+            [200]
+        );
+        h.tick_at(secs(33));
+        assert_eq!(h.core.counts(), (0, 0), "gone after Timer L/M");
+        h.at(secs(34));
+        let a = h.feed(Event::Message(ok(), server_source(Transport::Udp)));
+        assert!(a.is_empty(), "never relayed by its Via alone: {a:?}");
+    }
+
+    #[test]
+    fn non_invite_timer_e_then_f_answers_408() {
+        let mut h = Harness::new();
+        let caller = tcp_caller();
+        let s = server(Transport::Udp);
+        let a = h.from_caller(request("MESSAGE", "z9hG4bK-m1", ""), caller);
+        let a = h.resolved(a, &s);
+        assert_eq!(methods_to(&a, &s), ["MESSAGE"]);
+        let mut at = 0;
+        let mut count = 0;
+        for step in [500, 1000, 2000, 4000, 4000, 4000] {
+            at += step;
+            count += methods_to(&h.tick_at(ms(at)), &s).len();
+        }
+        assert_eq!(count, 6);
+        let a = h.tick_at(secs(32));
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [408]);
+    }
+
+    #[test]
+    fn a_gone_flow_unbinds_only_that_flows_binding_and_answers_480() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let client = Destination::Flow {
+            flow: FlowId(42),
+            transport: Transport::Ws,
+            remote: "192.0.2.9:50000".parse().unwrap(),
+        };
+        let a = h.from_caller(invite(), caller);
+        let a = h.resolved(a, &client);
+        assert_eq!(sent_to(&a, &client).len(), 1);
+        let id = a
+            .iter()
+            .find_map(|a| match a {
+                Action::Deliver {
+                    notify: Some(id), ..
+                } => Some(*id),
+                _ => None,
+            })
+            .expect("the INVITE asks to hear of failures");
+        let a = h.feed(Event::DeliveryFailed(id, DeliveryError::FlowGone));
+        assert!(a.contains(&Action::Unbind {
+            user: "bob".into(),
+            only_flow: Some(FlowId(42))
+        }));
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [480]);
+    }
+
+    #[test]
+    fn unreachable_next_hop_answers_503_and_later_failures_change_nothing() {
+        let mut h = Harness::new();
+        let caller = tcp_caller();
+        let a = h.from_caller(request("OPTIONS", "z9hG4bK-o1", ""), caller);
+        let a = h.resolved(a, &server(Transport::Tls));
+        let Some(Action::Deliver {
+            notify: Some(id), ..
+        }) = a.iter().find(|a| {
+            matches!(
+                a,
+                Action::Deliver {
+                    notify: Some(_),
+                    ..
+                }
+            )
+        })
+        else {
+            panic!("{a:?}")
+        };
+        let id = *id;
+        let a = h.feed(Event::DeliveryFailed(id, DeliveryError::Unreachable));
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [503]);
+        assert!(h
+            .feed(Event::DeliveryFailed(id, DeliveryError::Unreachable))
+            .is_empty());
+    }
+
+    #[test]
+    fn transactions_are_forgotten_after_their_lingers() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let sent = h.call(caller, Transport::Udp);
+        h.feed(Event::Message(
+            response_to(&sent, 486, Some("b1")),
+            server_source(Transport::Udp),
+        ));
+        h.from_caller(request("ACK", "z9hG4bK-c1", ";tag=b1"), caller);
+        assert_eq!(h.core.counts(), (1, 0));
+        h.tick_at(secs(33));
+        assert_eq!(h.core.counts(), (0, 0));
+    }
+}
