@@ -20,6 +20,9 @@ type Queued = (Bytes, Option<FailureNotice>);
 
 pub struct Dispatcher {
     udp: Option<Arc<UdpSocket>>,
+    /// Whether the UDP socket is IPv6 (`-bind-ip ::`): IPv4 peers are then sent to at their
+    /// IPv4-mapped address.
+    udp_is_ipv6: bool,
     connector: Connector,
     flows: HashMap<FlowId, FlowOpened>,
     by_addr: HashMap<(Transport, SocketAddr), FlowId>,
@@ -29,8 +32,13 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(udp: Option<Arc<UdpSocket>>, connector: Connector) -> Self {
+        let udp_is_ipv6 = udp
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .is_some_and(|a| a.is_ipv6());
         Dispatcher {
             udp,
+            udp_is_ipv6,
             connector,
             flows: HashMap::new(),
             by_addr: HashMap::new(),
@@ -55,14 +63,16 @@ impl Dispatcher {
             warn!("cannot send to udp:{addr}: the UDP listener is off (-udp-port 0)");
             return Self::fail(notify, DeliveryError::Unreachable);
         };
+        // Peers are kept as IPv4 (connection::peer_address); the socket may be IPv6.
+        let to = super::connection::udp_destination(addr, self.udp_is_ipv6);
         // One datagram whatever its size (up to 65,507 bytes): a 4 KB WebRTC INVITE is sent
         // whole and fragmented by IP, as Kamailio does, never refused.
-        match socket.try_send_to(&bytes, addr) {
+        match socket.try_send_to(&bytes, to) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 ctx.spawn(
                     async move {
-                        if let Err(e) = socket.send_to(&bytes, addr).await {
+                        if let Err(e) = socket.send_to(&bytes, to).await {
                             debug!("udp send to {addr} failed: {e}");
                         }
                     }

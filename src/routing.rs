@@ -152,11 +152,17 @@ impl LocalIdentity {
         }
     }
 
-    /// Whether `host[:port]` names Roundabout: its IP, bind IP or FQDN, on one of its ports
-    /// (or no port: the default port of some transport we may listen on).
+    /// Whether `host[:port]` names Roundabout: its IP, bind IP or FQDN, on the port of a
+    /// listener that is on (or no port: the default port of some transport we may listen
+    /// on). An IPv4-mapped IPv6 host (`[::ffff:192.0.2.5]`) is its IPv4 address. Every
+    /// address Roundabout writes for itself passes: it names only listeners that are on
+    /// (`Ports::advertised`), never port 0 nor the default port of a listener that is off.
     pub fn is_us(&self, host: &str, port: Option<u16>) -> bool {
         let host_matches = match host_ip(host) {
-            Some(ip) => ip == self.ip || (!self.bind_ip.is_unspecified() && ip == self.bind_ip),
+            Some(ip) => {
+                let (ip, bind) = (ip.to_canonical(), self.bind_ip.to_canonical());
+                ip == self.ip.to_canonical() || (!bind.is_unspecified() && ip == bind)
+            }
             None => self
                 .fqdn
                 .as_deref()
@@ -165,6 +171,8 @@ impl LocalIdentity {
         host_matches
             && match port {
                 None => true,
+                // A listener that is off has port 0: `:0` names nothing.
+                Some(0) => false,
                 Some(p) => Transport::ALL.iter().any(|t| self.ports.get(*t) == p),
             }
     }
@@ -539,5 +547,36 @@ mod tests {
                 request_uri: None
             }
         );
+    }
+
+    #[test]
+    fn is_us_names_only_listeners_that_are_on() {
+        let mut local = table(true).local;
+        local.ports.tls = 0;
+        local.ports.wss = 0;
+        assert!(local.is_us("203.0.113.5", Some(5060)));
+        assert!(local.is_us("203.0.113.5", Some(8080)));
+        assert!(local.is_us("proxya.example.com", None));
+        // A listener that is off: neither :0 nor its default port (5061 may be another
+        // server on the same host) is Roundabout.
+        assert!(!local.is_us("203.0.113.5", Some(0)));
+        assert!(!local.is_us("203.0.113.5", Some(5061)));
+        assert!(!local.is_us("203.0.113.5", Some(8443)));
+        assert!(!local.is_us("203.0.113.6", Some(5060)));
+    }
+
+    #[test]
+    fn is_us_takes_ipv4_mapped_hosts_as_ipv4() {
+        let mut local = table(true).local;
+        assert!(local.is_us("[::ffff:203.0.113.5]", Some(5060)));
+        assert!(!local.is_us("[::ffff:203.0.113.6]", Some(5060)));
+        // Bound to a specific address: that one is us too, in either spelling.
+        local.bind_ip = "::ffff:198.51.100.5".parse().unwrap();
+        assert!(local.is_us("198.51.100.5", None));
+        assert!(local.is_us("[::ffff:198.51.100.5]", None));
+        // `-bind-ip ::` (dual stack) is not an address of ours.
+        local.bind_ip = "::".parse().unwrap();
+        assert!(!local.is_us("[::]", None));
+        assert!(!local.is_us("0.0.0.0", None));
     }
 }

@@ -47,9 +47,10 @@ impl Flow {
         slot: ConnectionSlot,
     ) -> Flow {
         Flow {
+            // An IPv4 peer on a dual-stack socket is kept as IPv4 (see `peer_address`).
             source: Source {
                 transport,
-                remote,
+                remote: super::peer_address(remote),
                 flow: id,
             },
             events,

@@ -13,6 +13,11 @@
 //!
 //! Every message goes through [`handle_message`]: flood check, parse, screening; what is
 //! wrong with it is answered (400, 420, 505) or dropped right there, with a log line.
+//!
+//! Peer addresses are normalised where they enter ([`peer_address`]): with `-bind-ip ::` the
+//! kernel reports an IPv4 peer as `::ffff:a.b.c.d`, and everything after the edge (trusted
+//! servers, client networks, flood protection, `received=`, contact tokens) sees the IPv4
+//! address it is. The way out maps it back for an IPv6 UDP socket ([`udp_destination`]).
 
 pub mod flow;
 pub mod guard;
@@ -30,6 +35,7 @@ use crate::sip::SipMessage;
 use bytes::Bytes;
 use guard::Guard;
 use log::info;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 static NEXT_FLOW: AtomicU64 = AtomicU64::new(1);
@@ -37,6 +43,24 @@ static NEXT_FLOW: AtomicU64 = AtomicU64::new(1);
 /// A fresh connection id (0 is UDP).
 pub fn next_flow_id() -> FlowId {
     FlowId(NEXT_FLOW.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A peer's address as Roundabout keeps it: an IPv4-mapped IPv6 address (a dual-stack
+/// socket's view of an IPv4 peer) is the IPv4 address.
+pub fn peer_address(remote: SocketAddr) -> SocketAddr {
+    SocketAddr::new(remote.ip().to_canonical(), remote.port())
+}
+
+/// Where to send a datagram for `addr` on a UDP socket that is IPv6 or not: an IPv6 socket
+/// (bound to `::`) reaches an IPv4 peer at its IPv4-mapped address (an IPv4 address handed
+/// to it fails with EAFNOSUPPORT), an IPv4 socket reaches an IPv4-mapped one (say from a
+/// Request-URI `[::ffff:192.0.2.9]`) at its IPv4 address.
+pub fn udp_destination(addr: SocketAddr, socket_is_ipv6: bool) -> SocketAddr {
+    match (addr.ip().to_canonical(), socket_is_ipv6) {
+        (IpAddr::V4(v4), true) => SocketAddr::new(v4.to_ipv6_mapped().into(), addr.port()),
+        (v4 @ IpAddr::V4(_), false) => SocketAddr::new(v4, addr.port()),
+        (IpAddr::V6(_), _) => addr,
+    }
 }
 
 /// What became of a message from a peer.
@@ -102,5 +126,51 @@ pub fn handle_message(
                 Handled::Unparseable
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_peers_are_ipv4_inside_and_mapped_on_an_ipv6_socket() {
+        assert_eq!(
+            peer_address(a("[::ffff:127.0.0.2]:5060")),
+            a("127.0.0.2:5060")
+        );
+        assert_eq!(peer_address(a("127.0.0.2:5060")), a("127.0.0.2:5060"));
+        assert_eq!(
+            peer_address(a("[2001:db8::1]:5060")),
+            a("[2001:db8::1]:5060")
+        );
+        assert_eq!(peer_address(a("[::1]:5060")), a("[::1]:5060"));
+        assert_eq!(
+            udp_destination(a("127.0.0.2:5060"), true),
+            a("[::ffff:127.0.0.2]:5060")
+        );
+        assert_eq!(
+            udp_destination(a("127.0.0.2:5060"), false),
+            a("127.0.0.2:5060")
+        );
+        assert_eq!(
+            udp_destination(a("[2001:db8::1]:5060"), true),
+            a("[2001:db8::1]:5060")
+        );
+        assert_eq!(
+            udp_destination(a("[::ffff:127.0.0.2]:5060"), false),
+            a("127.0.0.2:5060")
+        );
+        assert_eq!(
+            udp_destination(a("[::ffff:127.0.0.2]:5060"), true),
+            a("[::ffff:127.0.0.2]:5060")
+        );
+        // The round trip is the identity for what a dual-stack socket reports.
+        let seen = a("[::ffff:192.0.2.9]:40000");
+        assert_eq!(udp_destination(peer_address(seen), true), seen);
     }
 }

@@ -132,7 +132,9 @@ impl Actor for TcpListenerActor {
 impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActor {
     fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, _: &mut Context<Self>) {
         let (stream, remote) = match item {
-            Ok(accepted) => accepted,
+            // An IPv4 peer on a `-bind-ip ::` listener is counted and logged as IPv4, so
+            // that a trusted server's address matches and per-IP caps see one address.
+            Ok((stream, remote)) => (stream, super::peer_address(remote)),
             // e.g. out of file descriptors: this accept fails, the listener goes on.
             Err(e) => return self.accept_failed(e),
         };

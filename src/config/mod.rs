@@ -36,6 +36,54 @@ impl Ports {
             Transport::Wss => self.wss,
         }
     }
+
+    /// Whether some listener is on.
+    pub fn any_on(&self) -> bool {
+        Transport::ALL.iter().any(|t| self.get(*t) != 0)
+    }
+
+    /// The transport and port Roundabout names for itself (Record-Route, Contact, the port
+    /// of its Via) towards a peer it reaches over `t`: `t` with its listener's port, or,
+    /// when that listener is off, the first listener that is on in [`Ports::closest`].
+    /// `None` only when every listener is off (then nothing comes in, nothing is written).
+    ///
+    /// The listener for `t` can be off while Roundabout still speaks `t`: it opens TLS, WS
+    /// and WSS connections to trusted servers itself. Writing `t`'s default port then
+    /// (5061 for TLS) would name a port nothing listens on — or another server on the same
+    /// host, whose requests Roundabout would then take for its own.
+    pub fn advertised(&self, t: Transport) -> Option<(Transport, u16)> {
+        Self::closest(t)
+            .into_iter()
+            .find_map(|c| match self.get(c) {
+                0 => None,
+                port => Some((c, port)),
+            })
+    }
+
+    /// `t` and then the transports that stand in for it when its listener is off, closest
+    /// first. A peer that sends an in-dialog request on a new connection uses the transport
+    /// written in Record-Route/Contact, so the stand-in must be one that peer can speak:
+    ///
+    /// - UDP and TCP stand in for each other (every SIP element speaks both, RFC 3261
+    ///   section 18), then TLS.
+    /// - TLS: TCP, then UDP. A TLS trunk cannot use a WebSocket entry, so there is no secure
+    ///   stand-in it can reach: this is a downgrade for new connections, which the start-up
+    ///   warning names (see `trusted_listener_warnings`).
+    /// - WSS: WS, then TLS. A WS or WSS peer reaches Roundabout over the connection that
+    ///   Roundabout opened (RFC 7118 section 5), so its entry only has to keep
+    ///   `;transport=ws` (the same for WS and WSS) and name a port Roundabout recognises;
+    ///   nothing is sent in clear because of it. TLS is next: it keeps the request secure.
+    /// - WS: WSS, then TCP.
+    pub fn closest(t: Transport) -> [Transport; 5] {
+        use Transport::*;
+        match t {
+            Udp => [Udp, Tcp, Tls, Ws, Wss],
+            Tcp => [Tcp, Udp, Tls, Ws, Wss],
+            Tls => [Tls, Tcp, Udp, Wss, Ws],
+            Ws => [Ws, Wss, Tcp, Udp, Tls],
+            Wss => [Wss, Ws, Tls, Tcp, Udp],
+        }
+    }
 }
 
 /// Everything the proxy needs to run.
@@ -155,10 +203,13 @@ impl Command {
 
 impl Config {
     pub fn from_flags(f: Flags) -> Result<Config, ConfigError> {
+        // An IPv4-mapped address (::ffff:192.0.2.5) is the IPv4 address: peers see and
+        // write the dotted form, and that is what Roundabout must write and recognise.
         let ip = |flag: &'static str, v: &str| -> Result<IpAddr, ConfigError> {
             v.trim_start_matches('[')
                 .trim_end_matches(']')
                 .parse()
+                .map(|ip: IpAddr| ip.to_canonical())
                 .map_err(|_| ConfigError::BadValue {
                     flag,
                     value: v.into(),
@@ -260,6 +311,15 @@ impl Config {
             ws: f.ws_port,
             wss: f.wss_port,
         };
+        if !ports.any_on() {
+            // Allowed (it prints its banner and does nothing): some use it to check flags.
+            warnings.push(
+                "every listener is off (-udp-port, -tcp-port, -tls-port, -ws-port and -wss-port \
+                 are all 0): roundabout can receive nothing"
+                    .into(),
+            );
+        }
+        warnings.extend(trusted_listener_warnings(&trusted_servers, &ports));
         Ok(Config {
             local_ip,
             local_fqdn: f.local_fqdn,
@@ -284,6 +344,45 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// What a trusted server's protocol costs when Roundabout's listener for it is off: over UDP
+/// it cannot be reached at all (the UDP socket is the listener); over TLS, WS or WSS
+/// Roundabout opens the connection itself, and Record-Route and Contact towards the server
+/// name the closest listener that is on ([`Ports::advertised`]).
+fn trusted_listener_warnings(servers: &[TrustedServer], ports: &Ports) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for s in servers {
+        let t = s.transport;
+        if ports.get(t) != 0 {
+            continue;
+        }
+        if t == Transport::Udp {
+            warnings.push(format!(
+                "trusted server {s}: the udp listener is off (-udp-port 0), so roundabout cannot \
+                 send to it"
+            ));
+            continue;
+        }
+        let Some((stand_in, port)) = ports.advertised(t) else {
+            continue;
+        };
+        let mut w = format!(
+            "trusted server {s}: the {t} listener is off (-{t}-port 0); roundabout connects to \
+             it over {t} itself, and its Record-Route and Contact towards it name {stand_in} \
+             port {port}"
+        );
+        // WSS -> WS keeps `;transport=ws`: the server's requests still come over the
+        // WebSocket connection Roundabout opened. TLS -> TCP invites a new, plain one.
+        if t.is_secure() && !stand_in.is_secure() && stand_in.uri_param() != t.uri_param() {
+            w.push_str(&format!(
+                ": in-dialog requests it sends on a new connection are not encrypted \
+                 (give -{t}-port to keep them on {t})"
+            ));
+        }
+        warnings.push(w);
+    }
+    warnings
 }
 
 /// The limit flags, checked: a value that would stop Roundabout from working is an error.
@@ -414,6 +513,64 @@ mod tests {
         assert_eq!(c.limits.idle_timeout, None);
         assert_eq!(c.limits.pike_limit, 0);
         assert_eq!(c.limits.max_connections_per_ip, 0);
+    }
+
+    #[test]
+    fn every_listener_off_is_warned() {
+        let c = config("-udp-port 0 -tcp-port 0 -tls-port 0 -ws-port 0 -wss-port 0").unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("every listener is off")),
+            "{:?}",
+            c.warnings
+        );
+        let c = config("-udp-port 0 -tcp-port 0 -tls-port 0 -ws-port 0").unwrap();
+        assert!(!c.warnings.iter().any(|w| w.contains("every listener")));
+    }
+
+    #[test]
+    fn listener_off_for_a_trusted_server_is_warned() {
+        let servers =
+            "-trusted-server 192.0.2.1::5061:tls:,192.0.2.2::443:wss:,192.0.2.3::5060:udp:";
+        let c = config(&format!(
+            "-tls-port 0 -wss-port 0 -udp-port 0 -tcp-port 5070 {servers}"
+        ))
+        .unwrap();
+        let about = |ip: &str| {
+            c.warnings
+                .iter()
+                .find(|w| w.contains(ip))
+                .unwrap_or_else(|| panic!("no warning for {ip}: {:?}", c.warnings))
+        };
+        let tls = about("192.0.2.1");
+        assert!(
+            tls.contains("-tls-port 0") && tls.contains("tcp port 5070"),
+            "{tls}"
+        );
+        assert!(tls.contains("not encrypted"), "{tls}");
+        // WSS -> WS keeps the server's requests on the WebSocket connection: no downgrade.
+        let wss = about("192.0.2.2");
+        assert!(
+            wss.contains("ws port 8080") && !wss.contains("encrypted"),
+            "{wss}"
+        );
+        assert!(about("192.0.2.3").contains("cannot send to it"));
+        // All listeners on: nothing to say about the servers.
+        let c = config(&format!(
+            "-strict-host -strict-client -trusted-client-ip 192.0.2.0 {servers}"
+        ))
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn ipv4_mapped_local_and_bind_ip_are_ipv4() {
+        let c = config("-local-ip ::ffff:192.0.2.5 -bind-ip [::ffff:0.0.0.0]").unwrap();
+        assert_eq!(c.local_ip.to_string(), "192.0.2.5");
+        assert_eq!(c.bind_ip.to_string(), "0.0.0.0");
+        let c = config("-local-ip 192.0.2.5 -bind-ip ::").unwrap();
+        assert_eq!(c.bind_ip.to_string(), "::");
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub struct TrustedServer {
 impl TrustedServer {
     /// Whether a Request-URI host names this server (its IP or any FQDN, case-insensitive).
     pub fn matches_host(&self, host: &str) -> bool {
-        crate::sip::uri::host_ip(host).is_some_and(|ip| ip == self.ip)
+        crate::sip::uri::host_ip(host).is_some_and(|ip| ip.to_canonical() == self.ip)
             || self.fqdns.iter().any(|f| f.eq_ignore_ascii_case(host))
     }
 
@@ -106,9 +106,11 @@ pub fn parse_dataset(s: &str) -> Result<TrustedServer, DatasetError> {
     if fields.len() != 4 {
         return Err(DatasetError::FieldCount(fields.len() + 1));
     }
-    let ip: IpAddr = ip_str
-        .parse()
-        .map_err(|_| DatasetError::BadIp(ip_str.to_string()))?;
+    // [::ffff:192.0.2.20] is the IPv4 server 192.0.2.20: sources are compared as IPv4.
+    let ip = ip_str
+        .parse::<IpAddr>()
+        .map_err(|_| DatasetError::BadIp(ip_str.to_string()))?
+        .to_canonical();
     let fqdns = list(fields[0]);
     if let Some(bad) = fqdns.iter().find(|f| !is_hostname(f)) {
         return Err(DatasetError::BadFqdn(bad.clone()));
@@ -202,6 +204,16 @@ mod tests {
         assert_eq!(s.port, 5061);
         assert!(s.matches_host("[2001:db8::1]"));
         assert_eq!(s.tls_name(), "2001:db8::1");
+    }
+
+    #[test]
+    fn ipv4_mapped_server_is_ipv4() {
+        let s = parse_dataset("[::ffff:192.0.2.20]::5060:udp:").unwrap();
+        assert_eq!(s.ip.to_string(), "192.0.2.20");
+        assert!(s.matches_host("192.0.2.20"));
+        assert!(s.matches_host("[::ffff:192.0.2.20]"));
+        let s = parse_dataset("192.0.2.20::5060:udp:").unwrap();
+        assert!(s.matches_host("[::ffff:192.0.2.20]"));
     }
 
     #[test]

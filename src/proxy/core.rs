@@ -1261,7 +1261,7 @@ mod tests {
             self.feed(Event::Tick)
         }
 
-        fn from_caller(&mut self, m: SipMessage, src: Source) -> Vec<Action> {
+        fn caller_sends(&mut self, m: SipMessage, src: Source) -> Vec<Action> {
             self.feed(Event::Message(m, src))
         }
 
@@ -1286,7 +1286,7 @@ mod tests {
 
         /// INVITE from `caller` forwarded to a server on `t`: the bytes sent there.
         fn call(&mut self, caller: Source, t: Transport) -> Bytes {
-            let a = self.from_caller(invite(), caller);
+            let a = self.caller_sends(invite(), caller);
             let a = self.resolved(a, &server(t));
             assert_eq!(statuses_to(&a, &caller.reply_destination()), [100]);
             sent_to(&a, &server(t)).remove(0)
@@ -1367,7 +1367,7 @@ mod tests {
         let sent = h.call(caller, Transport::Udp);
         assert_eq!(
             statuses_to(
-                &h.from_caller(invite(), caller),
+                &h.caller_sends(invite(), caller),
                 &caller.reply_destination()
             ),
             [100]
@@ -1377,7 +1377,7 @@ mod tests {
             server_source(Transport::Udp),
         ));
         assert_eq!(statuses_to(&a, &caller.reply_destination()), [180]);
-        let a = h.from_caller(invite(), caller);
+        let a = h.caller_sends(invite(), caller);
         assert_eq!(statuses_to(&a, &caller.reply_destination()), [180]);
         assert!(
             sent_to(&a, &server(Transport::Udp)).is_empty(),
@@ -1456,7 +1456,7 @@ mod tests {
         let s = server(Transport::Udp);
         let sent = h.call(caller, Transport::Udp);
         h.at(ms(100));
-        let a = h.from_caller(request("CANCEL", "z9hG4bK-c1", ""), caller);
+        let a = h.caller_sends(request("CANCEL", "z9hG4bK-c1", ""), caller);
         assert_eq!(statuses_to(&a, &caller.reply_destination()), [200]);
         assert!(
             methods_to(&a, &s).is_empty(),
@@ -1499,8 +1499,8 @@ mod tests {
     fn cancel_while_resolving_is_answered_487_and_nothing_is_sent() {
         let mut h = Harness::new();
         let caller = udp_caller();
-        let resolve = h.from_caller(invite(), caller);
-        let a = h.from_caller(request("CANCEL", "z9hG4bK-c1", ""), caller);
+        let resolve = h.caller_sends(invite(), caller);
+        let a = h.caller_sends(request("CANCEL", "z9hG4bK-c1", ""), caller);
         assert_eq!(statuses_to(&a, &caller.reply_destination()), [200]);
         let a = h.resolved(resolve, &server(Transport::Udp));
         assert_eq!(statuses_to(&a, &caller.reply_destination()), [100, 487]);
@@ -1511,7 +1511,7 @@ mod tests {
     fn cancel_without_transaction_is_forwarded_statelessly() {
         let mut h = Harness::new();
         let caller = udp_caller();
-        let a = h.from_caller(request("CANCEL", "z9hG4bK-unknown", ""), caller);
+        let a = h.caller_sends(request("CANCEL", "z9hG4bK-unknown", ""), caller);
         assert!(
             statuses_to(&a, &caller.reply_destination()).is_empty(),
             "no 481: {a:?}"
@@ -1538,7 +1538,7 @@ mod tests {
             statuses_to(&h.tick_at(ms(500)), &caller.reply_destination()),
             [486]
         );
-        let a = h.from_caller(request("ACK", "z9hG4bK-c1", ";tag=b1"), caller);
+        let a = h.caller_sends(request("ACK", "z9hG4bK-c1", ";tag=b1"), caller);
         assert!(a.is_empty(), "hop-by-hop ACK absorbed: {a:?}");
         assert!(h.tick_at(ms(1500)).is_empty(), "Timer G stops");
         // A retransmitted 486 from downstream is ACKed again, not forwarded.
@@ -1556,19 +1556,19 @@ mod tests {
         let caller = udp_caller();
         let mut text = String::from_utf8(invite().raw().to_vec()).unwrap();
         text = text.replace("Max-Forwards: 70", "Max-Forwards: 0");
-        let a = h.from_caller(SipMessage::parse(Bytes::from(text)).unwrap(), caller);
+        let a = h.caller_sends(SipMessage::parse(Bytes::from(text)).unwrap(), caller);
         let answer = sent_to(&a, &caller.reply_destination());
         let answer = SipMessage::parse(answer[0].clone()).unwrap();
         assert_eq!(answer.status(), Some(483));
         let tag = crate::proxy::rewrite::to_tag(&answer).unwrap().to_string();
         let ack = request("ACK", "z9hG4bK-c1", &format!(";tag={tag}"));
         assert!(
-            h.from_caller(ack, caller).is_empty(),
+            h.caller_sends(ack, caller).is_empty(),
             "absorbed, not routed"
         );
         // Positive control: an ACK with someone else's tag goes on (end to end).
         let ack = request("ACK", "z9hG4bK-c2", ";tag=callee");
-        let a = h.from_caller(ack, caller);
+        let a = h.caller_sends(ack, caller);
         assert!(matches!(a[..], [Action::Resolve { .. }]), "{a:?}");
     }
 
@@ -1591,7 +1591,7 @@ mod tests {
         assert_eq!(got, [1, 1, 1, 1, 1], "at T1, 2T1, 4T1, then every T2");
         // The caller's ACK (a new branch) stops it, and goes on end to end.
         h.at(ms(13000));
-        let a = h.from_caller(request("ACK", "z9hG4bK-c9", ";tag=b1"), caller);
+        let a = h.caller_sends(request("ACK", "z9hG4bK-c9", ";tag=b1"), caller);
         assert!(matches!(a[..], [Action::Resolve { .. }]), "{a:?}");
         assert!(statuses_to(&h.tick_at(ms(16500)), &up).is_empty());
         assert!(statuses_to(&h.tick_at(ms(20500)), &up).is_empty());
@@ -1664,7 +1664,7 @@ mod tests {
         let mut h = Harness::new();
         let caller = tcp_caller();
         let s = server(Transport::Udp);
-        let a = h.from_caller(request("MESSAGE", "z9hG4bK-m1", ""), caller);
+        let a = h.caller_sends(request("MESSAGE", "z9hG4bK-m1", ""), caller);
         let a = h.resolved(a, &s);
         assert_eq!(methods_to(&a, &s), ["MESSAGE"]);
         let mut at = 0;
@@ -1687,7 +1687,7 @@ mod tests {
             transport: Transport::Ws,
             remote: "192.0.2.9:50000".parse().unwrap(),
         };
-        let a = h.from_caller(invite(), caller);
+        let a = h.caller_sends(invite(), caller);
         let a = h.resolved(a, &client);
         assert_eq!(sent_to(&a, &client).len(), 1);
         let id = a
@@ -1711,7 +1711,7 @@ mod tests {
     fn unreachable_next_hop_answers_503_and_later_failures_change_nothing() {
         let mut h = Harness::new();
         let caller = tcp_caller();
-        let a = h.from_caller(request("OPTIONS", "z9hG4bK-o1", ""), caller);
+        let a = h.caller_sends(request("OPTIONS", "z9hG4bK-o1", ""), caller);
         let a = h.resolved(a, &server(Transport::Tls));
         let Some(Action::Deliver {
             notify: Some(id), ..
@@ -1744,7 +1744,7 @@ mod tests {
             response_to(&sent, 486, Some("b1")),
             server_source(Transport::Udp),
         ));
-        h.from_caller(request("ACK", "z9hG4bK-c1", ";tag=b1"), caller);
+        h.caller_sends(request("ACK", "z9hG4bK-c1", ";tag=b1"), caller);
         assert_eq!(h.core.counts(), (1, 0));
         h.tick_at(secs(33));
         assert_eq!(h.core.counts(), (0, 0));

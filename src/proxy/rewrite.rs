@@ -38,15 +38,29 @@ impl ProxyAddress {
         }
     }
 
-    /// The port written for a transport: its listener's, or the transport's default when off.
-    pub fn port(&self, t: Transport) -> u16 {
-        match self.identity.ports.get(t) {
-            0 => t.default_port(),
-            p => p,
-        }
+    /// The transport and port Roundabout names for itself towards a peer reached over `t`:
+    /// `t` and its listener's port, or, when that listener is off (`-tls-port 0` while a
+    /// trusted server is reached over TLS), the closest listener that is on
+    /// ([`crate::config::Ports::advertised`]: TLS -> TCP -> UDP, WSS -> WS -> TLS, ...). So
+    /// nothing Roundabout writes names port 0, or a port it does not listen on and would not
+    /// recognise as itself when a request comes back with it ([`LocalIdentity::is_us`]).
+    pub fn advertised(&self, t: Transport) -> (Transport, u16) {
+        // Only with every listener off (nothing comes in, so nothing is written).
+        self.identity
+            .ports
+            .advertised(t)
+            .unwrap_or((t, t.default_port()))
     }
 
-    /// A Via value for a request Roundabout sends on `t`.
+    /// The port written for a side on transport `t` (see [`ProxyAddress::advertised`]).
+    pub fn port(&self, t: Transport) -> u16 {
+        self.advertised(t).1
+    }
+
+    /// A Via value for a request Roundabout sends on `t`. The sent-protocol is the transport
+    /// actually used (RFC 3261 18.1.1; responses come back on the connection); the port is
+    /// [`ProxyAddress::port`], one Roundabout listens on, so that loop detection recognises
+    /// the Via as ours even when the listener for `t` is off.
     pub fn via(&self, t: Transport, branch: &str) -> String {
         // One buffer sized up front (runs per forwarded request; `format!` regrew it).
         let mut out = String::with_capacity(24 + self.ip_host.len() + branch.len());
@@ -60,10 +74,12 @@ impl ProxyAddress {
         out
     }
 
-    /// A Record-Route value that brings in-dialog requests back on transport `t`. On TLS and
-    /// WSS it names the FQDN when there is one: peers that open a new TLS connection for
-    /// in-dialog requests check the certificate against this host.
+    /// A Record-Route value that brings in-dialog requests back from a peer on transport `t`
+    /// (over [`ProxyAddress::advertised`] when `t`'s listener is off). On TLS and WSS it
+    /// names the FQDN when there is one: peers that open a new TLS connection for in-dialog
+    /// requests check the certificate against this host.
     pub fn record_route(&self, t: Transport) -> String {
+        let (t, port) = self.advertised(t);
         let host = match (&self.identity.fqdn, t.is_secure()) {
             (Some(fqdn), true) => fqdn.as_str(),
             _ => self.ip_host.as_str(),
@@ -71,7 +87,7 @@ impl ProxyAddress {
         let mut out = String::with_capacity(32 + host.len());
         out.push_str("<sip:");
         out.push_str(host);
-        push_port(&mut out, self.port(t));
+        push_port(&mut out, port);
         push_transport_param(&mut out, t);
         out.push_str(";lr>");
         out
@@ -87,15 +103,17 @@ impl ProxyAddress {
         out
     }
 
-    /// [`ProxyAddress::contact_uri`] without the extra parameters, appended to `out`.
+    /// [`ProxyAddress::contact_uri`] without the extra parameters, appended to `out`. Like
+    /// Record-Route it names [`ProxyAddress::advertised`] for `t`.
     pub fn push_contact_uri(&self, out: &mut String, t: Transport, user: Option<&str>) {
+        let (t, port) = self.advertised(t);
         out.push_str("sip:");
         if let Some(u) = user {
             out.push_str(u);
             out.push('@');
         }
         out.push_str(&self.contact_host);
-        push_port(out, self.port(t));
+        push_port(out, port);
         push_transport_param(out, t);
     }
 
@@ -622,9 +640,10 @@ mod tests {
             "<sip:203.0.113.5:8080;transport=ws;lr>"
         );
         assert_eq!(l.record_route(Transport::Udp), "<sip:203.0.113.5:5060;lr>");
+        // The WSS listener is off: the WS listener stands in (see the tests below).
         assert_eq!(
             l.record_route(Transport::Wss),
-            "<sip:proxya.example.com:443;transport=ws;lr>"
+            "<sip:203.0.113.5:8080;transport=ws;lr>"
         );
         assert_eq!(
             l.record_route(Transport::Tls),
@@ -638,6 +657,125 @@ mod tests {
         assert_eq!(
             fq.contact_uri(Transport::Udp, None, ""),
             "sip:proxya.example.com:5060"
+        );
+    }
+
+    fn with_ports(udp: u16, tcp: u16, tls: u16, ws: u16, wss: u16) -> ProxyAddress {
+        let mut identity = local().identity;
+        identity.ports = Ports {
+            udp,
+            tcp,
+            tls,
+            ws,
+            wss,
+        };
+        ProxyAddress::new(identity, false)
+    }
+
+    /// Issue 11, rule 1: for every set of listeners that are on and every transport a
+    /// message may leave on, Via, Record-Route and Contact name a listener that is on (the
+    /// transport's own when it is on), with that listener's port, and Roundabout recognises
+    /// each of them as itself.
+    #[test]
+    fn written_addresses_name_listeners_that_are_on() {
+        let port_of = [5060, 5070, 5061, 8080, 8443];
+        for mask in 1u32..32 {
+            let p = |i: usize| if mask & (1 << i) != 0 { port_of[i] } else { 0 };
+            let l = with_ports(p(0), p(1), p(2), p(3), p(4));
+            let ports = l.identity.ports;
+            for t in Transport::ALL {
+                let case = format!("{ports:?}, side {t}");
+                let (stand_in, port) = l.advertised(t);
+                assert_ne!(port, 0, "{case}");
+                assert_eq!(ports.get(stand_in), port, "{case}");
+                if ports.get(t) != 0 {
+                    assert_eq!(stand_in, t, "{case}");
+                }
+                let written_transport =
+                    |uri: &SipUri<'_>| uri.transport().unwrap_or(Transport::Udp).uri_param();
+                let rr = l.record_route(t);
+                let na = NameAddr::parse(&rr).unwrap();
+                let uri = na.uri().unwrap();
+                assert!(l.is_us(&uri), "{case}: {rr}");
+                assert_eq!(uri.port, Some(port), "{case}: {rr}");
+                assert_eq!(
+                    written_transport(&uri),
+                    stand_in.uri_param(),
+                    "{case}: {rr}"
+                );
+                let contact = l.contact_uri(t, Some("bob"), "");
+                let uri = SipUri::parse(&contact).unwrap();
+                assert!(l.is_us(&uri), "{case}: {contact}");
+                assert_eq!(uri.port, Some(port), "{case}: {contact}");
+                assert_eq!(
+                    written_transport(&uri),
+                    stand_in.uri_param(),
+                    "{case}: {contact}"
+                );
+                // Via keeps the transport actually used, with a port that is ours.
+                let via_value = l.via(t, "z9hG4bKx");
+                let via = Via::parse(&via_value).unwrap();
+                assert_eq!(via.transport, Some(t), "{case}: {via_value}");
+                assert_eq!(via.port, Some(port), "{case}: {via_value}");
+                assert!(l.identity.is_us(via.host, via.port), "{case}: {via_value}");
+            }
+        }
+    }
+
+    /// The stand-ins chosen when a listener is off (README, "Proxy behaviour").
+    #[test]
+    fn listener_off_names_the_closest_listener_that_is_on() {
+        // TLS off (Roundabout still opens TLS connections to trusted servers): TCP, with the
+        // IP (no certificate to match), never 5061.
+        let l = with_ports(5060, 5060, 0, 8080, 8443);
+        assert_eq!(
+            l.record_route(Transport::Tls),
+            "<sip:203.0.113.5:5060;transport=tcp;lr>"
+        );
+        assert_eq!(
+            l.contact_uri(Transport::Tls, Some("bob"), ""),
+            "sip:bob@203.0.113.5:5060;transport=tcp"
+        );
+        assert_eq!(
+            l.via(Transport::Tls, "z9hG4bKx"),
+            "SIP/2.0/TLS 203.0.113.5:5060;branch=z9hG4bKx"
+        );
+        // TLS and TCP off: UDP.
+        let l = with_ports(5060, 0, 0, 0, 8443);
+        assert_eq!(l.record_route(Transport::Tls), "<sip:203.0.113.5:5060;lr>");
+        // WSS off: the WS listener's port, still `;transport=ws` (the server's requests come
+        // over the WebSocket connection Roundabout opened).
+        let l = with_ports(5060, 5060, 5061, 8080, 0);
+        assert_eq!(
+            l.record_route(Transport::Wss),
+            "<sip:203.0.113.5:8080;transport=ws;lr>"
+        );
+        // WSS and WS off: TLS keeps it secure, with the FQDN for certificate checks.
+        let l = with_ports(5060, 5060, 5061, 0, 0);
+        assert_eq!(
+            l.record_route(Transport::Wss),
+            "<sip:proxya.example.com:5061;transport=tls;lr>"
+        );
+        assert_eq!(
+            l.via(Transport::Wss, "z9hG4bKx"),
+            "SIP/2.0/WSS 203.0.113.5:5061;branch=z9hG4bKx"
+        );
+        // WS off: WSS (secure, so the FQDN).
+        let l = with_ports(5060, 5060, 5061, 0, 8443);
+        assert_eq!(
+            l.record_route(Transport::Ws),
+            "<sip:proxya.example.com:8443;transport=ws;lr>"
+        );
+        // TCP off: UDP; UDP off: TCP.
+        let l = with_ports(5060, 0, 5061, 0, 0);
+        assert_eq!(
+            l.contact_uri(Transport::Tcp, None, ""),
+            "sip:203.0.113.5:5060"
+        );
+        let l = with_ports(0, 5070, 5061, 0, 0);
+        assert_eq!(
+            l.contact_uri(Transport::Udp, None, ""),
+            "sip:203.0.113.5:5070;transport=tcp"
         );
     }
 

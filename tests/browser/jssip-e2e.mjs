@@ -1,13 +1,23 @@
-// Roundabout's browser test: two JsSIP users in headless Chromium register over WSS
-// through Roundabout, exchange MESSAGEs, and one calls the other (answer, then BYE).
+// Roundabout's browser tests: JsSIP users in headless Chromium register over WSS through
+// Roundabout to a registrar and make calls.
 //
-//   node tests/browser/jssip-e2e.mjs WSS_URL DOMAIN [TIMEOUT_SECONDS] [LOG_FILE]
-//   e.g. node tests/browser/jssip-e2e.mjs wss://127.0.0.1:8443 127.0.0.4 40 /tmp/jssip.log
+//   node tests/browser/jssip-e2e.mjs WSS_URL DOMAIN [TIMEOUT_SECONDS] [LOG_FILE] [MODE]
+//   e.g. node tests/browser/jssip-e2e.mjs wss://127.0.0.1:8443 127.0.0.4 40 /tmp/jssip.log pair
 //
-// DOMAIN is the registrar's address (users are sip:alice@DOMAIN and sip:bob@DOMAIN, password
-// "secret"). Prints one line per observed event ("<user> <event> [details]"), then "PASS" and
-// exits 0 when every expected event happened within TIMEOUT_SECONDS (default 40); otherwise
-// prints "FAIL: ..." and exits 1. LOG_FILE gets JsSIP's debug output (every SIP message the
+// MODE (default "pair"):
+//   pair   - two browsers, alice and bob: they exchange MESSAGEs, and alice calls bob
+//            (answer, then alice's BYE).
+//   phones - one browser, alice, and two phones registered at the registrar on their own
+//            (SIPp on UDP, started by the caller of this script): carol (she hangs up) and
+//            dave (alice hangs up). alice calls carol, then dave; then, after printing
+//            "alice ready-for-call 1", she expects a call from carol (carol hangs up) and,
+//            after "alice ready-for-call 2", one from dave (alice hangs up). Each call:
+//            answer, ACK, BYE from the side named.
+//
+// DOMAIN is the registrar's address (users are sip:USER@DOMAIN, password "secret"). Prints
+// one line per observed event ("<user> <event> [details]"), then "PASS" and exits 0 when
+// every expected event happened within TIMEOUT_SECONDS (default 40); otherwise prints
+// "FAIL: ..." and exits 1. LOG_FILE gets JsSIP's debug output (every SIP message the
 // browsers sent and received) and the pages' console. Run by tests/browser.rs; needs
 // `npm ci` in tests/browser (tests/run-all.sh does it) and Debian's chromium.
 //
@@ -23,9 +33,9 @@ import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
 
-const [wssUrl, domain, timeoutArg = '40', logFile] = process.argv.slice(2);
-if (!wssUrl || !domain) {
-  console.error('usage: node jssip-e2e.mjs WSS_URL DOMAIN [TIMEOUT_SECONDS] [LOG_FILE]');
+const [wssUrl, domain, timeoutArg = '40', logFile, mode = 'pair'] = process.argv.slice(2);
+if (!wssUrl || !domain || !['pair', 'phones'].includes(mode)) {
+  console.error('usage: node jssip-e2e.mjs WSS_URL DOMAIN [TIMEOUT_SECONDS] [LOG_FILE] [pair|phones]');
   process.exit(2);
 }
 const started = Date.now();
@@ -67,18 +77,19 @@ function onEvent(who, name, detail) {
   waiters = waiters.filter((w) => !w.check());
 }
 
-// Resolves with the first event of `who` named `name` (past or future); rejects on a fatal
-// event, on an event of `who` named in `unless` (one that rules `name` out), or at the
-// deadline.
-function waitFor(who, name, unless = []) {
+// Resolves with the first event of `who` named `name` (past or future) among the events
+// from index `since` on (see mark()); rejects on a fatal event, on an event of `who` named in
+// `unless` (one that rules `name` out), or at the deadline.
+function waitFor(who, name, unless = [], since = 0) {
   return new Promise((resolve, reject) => {
     const check = () => {
-      const found = events.find((e) => e.who === who && e.name === name);
+      const recent = events.slice(since);
+      const found = recent.find((e) => e.who === who && e.name === name);
       if (found) {
         resolve(found);
         return true;
       }
-      const bad = fatal || events.find((e) => e.who === who && unless.includes(e.name));
+      const bad = fatal || recent.find((e) => e.who === who && unless.includes(e.name));
       if (bad) {
         reject(new Error(`waiting for "${who} ${name}": got "${bad.who} ${bad.name} ${bad.detail}"`));
         return true;
@@ -95,6 +106,11 @@ function waitFor(who, name, unless = []) {
       }
     }, Math.max(0, deadline - Date.now()));
   });
+}
+
+// Where the events of the next step start (for waitFor's `since`).
+function mark() {
+  return events.length;
 }
 
 // --- the page ----------------------------------------------------------------------------------
@@ -243,8 +259,9 @@ async function main() {
     ],
   });
   try {
+    const users = mode === 'pair' ? ['alice', 'bob'] : ['alice'];
     const pages = {};
-    for (const user of ['alice', 'bob']) {
+    for (const user of users) {
       const context = await browser.newContext({ ignoreHTTPSErrors: true });
       const page = await context.newPage();
       page.setDefaultTimeout(10000);
@@ -255,28 +272,10 @@ async function main() {
       pages[user] = page;
     }
 
-    for (const user of ['alice', 'bob']) {
+    for (const user of users) {
       await pages[user].evaluate(startUserAgent, { user, wssUrl, domain, password: PASSWORD });
     }
-    await waitFor('alice', 'registered');
-    await waitFor('bob', 'registered');
-
-    await pages.alice.evaluate(sendMessage, { target: `sip:bob@${domain}`, body: 'hello bob' });
-    check(await waitFor('bob', 'newMessage'), `from=sip:alice@${domain} body="hello bob"`);
-    await waitFor('alice', 'message-succeeded');
-    await pages.bob.evaluate(sendMessage, { target: `sip:alice@${domain}`, body: 'hello alice' });
-    check(await waitFor('alice', 'newMessage'), `from=sip:bob@${domain} body="hello alice"`);
-    await waitFor('bob', 'message-succeeded');
-
-    await pages.alice.evaluate(call, { target: `sip:bob@${domain}` });
-    check(await waitFor('bob', 'incoming'), `from=sip:alice@${domain}`);
-    await pages.bob.evaluate(answer);
-    await waitFor('alice', 'accepted', ['ended']);
-    await waitFor('alice', 'confirmed', ['ended']);
-    await waitFor('bob', 'confirmed', ['ended']);
-    await pages.alice.evaluate(hangUp);
-    check(await waitFor('alice', 'ended'), 'originator=local cause=Terminated');
-    check(await waitFor('bob', 'ended'), 'originator=remote cause=Terminated');
+    await (mode === 'pair' ? pairCalls(pages) : phoneCalls(pages));
 
     say(`PASS (${events.length} events in ${((Date.now() - started) / 1000).toFixed(1)} s)`);
     // unregister (bounded: the result does not matter)
@@ -291,6 +290,71 @@ async function main() {
     await Promise.race([browser.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
     server.close();
   }
+}
+
+// Mode "pair": alice and bob exchange MESSAGEs, alice calls bob and hangs up.
+async function pairCalls(pages) {
+  await waitFor('alice', 'registered');
+  await waitFor('bob', 'registered');
+
+  await pages.alice.evaluate(sendMessage, { target: `sip:bob@${domain}`, body: 'hello bob' });
+  check(await waitFor('bob', 'newMessage'), `from=sip:alice@${domain} body="hello bob"`);
+  await waitFor('alice', 'message-succeeded');
+  await pages.bob.evaluate(sendMessage, { target: `sip:alice@${domain}`, body: 'hello alice' });
+  check(await waitFor('alice', 'newMessage'), `from=sip:bob@${domain} body="hello alice"`);
+  await waitFor('bob', 'message-succeeded');
+
+  await pages.alice.evaluate(call, { target: `sip:bob@${domain}` });
+  check(await waitFor('bob', 'incoming'), `from=sip:alice@${domain}`);
+  await pages.bob.evaluate(answer);
+  await waitFor('alice', 'accepted', ['ended']);
+  await waitFor('alice', 'confirmed', ['ended']);
+  await waitFor('bob', 'confirmed', ['ended']);
+  await pages.alice.evaluate(hangUp);
+  check(await waitFor('alice', 'ended'), 'originator=local cause=Terminated');
+  check(await waitFor('bob', 'ended'), 'originator=remote cause=Terminated');
+}
+
+// Mode "phones": alice (the browser) and the UDP phones carol and dave, registered at the
+// registrar on their own: a call in each direction with each of them; carol always hangs
+// up herself, alice hangs up on dave. The caller of this script starts the phones' SIPp:
+// carol's and dave's answering side before it runs, their calling side when it reads
+// "alice ready-for-call N".
+async function phoneCalls(pages) {
+  await waitFor('alice', 'registered');
+
+  // alice calls a phone: answered, confirmed, then `hangs` ('phone' or 'alice') ends it
+  const callPhone = async (phone, hangs) => {
+    const since = mark();
+    say(`step: alice calls ${phone}, ${hangs === 'alice' ? 'alice' : phone} hangs up`);
+    await pages.alice.evaluate(call, { target: `sip:${phone}@${domain}` });
+    await waitFor('alice', 'accepted', ['ended'], since);
+    await waitFor('alice', 'confirmed', ['ended'], since);
+    if (hangs === 'alice') await pages.alice.evaluate(hangUp);
+    const ended = await waitFor('alice', 'ended', [], since);
+    check(ended, `originator=${hangs === 'alice' ? 'local' : 'remote'} cause=Terminated`);
+  };
+  await callPhone('carol', 'phone');
+  await callPhone('dave', 'alice');
+
+  // a phone calls alice: she answers; the ACK confirms; then `hangs` ends it
+  const callFromPhone = async (n, phone, hangs) => {
+    const since = mark();
+    say(`step: ${phone} calls alice, ${hangs === 'alice' ? 'alice' : phone} hangs up`);
+    onEvent('alice', 'ready-for-call', `${n}`);
+    const incoming = await waitFor('alice', 'incoming', [], since);
+    if (!incoming.detail.startsWith(`from=sip:${phone}@`)) {
+      throw new Error(`call ${n} should come from ${phone}: "${incoming.detail}"`);
+    }
+    await pages.alice.evaluate(answer);
+    await waitFor('alice', 'accepted', ['ended'], since);
+    await waitFor('alice', 'confirmed', ['ended'], since);
+    if (hangs === 'alice') await pages.alice.evaluate(hangUp);
+    const ended = await waitFor('alice', 'ended', [], since);
+    check(ended, `originator=${hangs === 'alice' ? 'local' : 'remote'} cause=Terminated`);
+  };
+  await callFromPhone(1, 'carol', 'phone');
+  await callFromPhone(2, 'dave', 'alice');
 }
 
 function check(event, detail) {

@@ -697,3 +697,20 @@ fn required_tool(name: &str) -> PathBuf {
             panic!("`{name}` is not installed: run `bash tests/run-all.sh` (it installs the test peers)")
         })
 }
+
+// ----- Added for tests/transactions.rs ---------------------------------------------------
+
+/// The cumulative `(successful, failed)` call counts of the last line of a SIPp statistics
+/// file (written with `-trace_stat -stf FILE`; SIPp writes a last line when it exits), or
+/// None when the file is missing or has no data line.
+pub fn sipp_call_counts(stat_file: &Path) -> Option<(u64, u64)> {
+    let text = fs::read_to_string(stat_file).ok()?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let header: Vec<&str> = lines.first()?.split(';').collect();
+    let last: Vec<&str> = lines[1..].last()?.split(';').collect();
+    let column = |name: &str| -> Option<u64> {
+        let i = header.iter().position(|h| h.trim() == name)?;
+        last.get(i)?.trim().parse().ok()
+    };
+    Some((column("SuccessfulCall(C)")?, column("FailedCall(C)")?))
+}

@@ -818,3 +818,15 @@ pub fn self_signed(names: &[&str]) -> (String, String) {
     let c = rcgen::generate_simple_self_signed(names).unwrap();
     (c.cert.pem(), c.signing_key.serialize_pem())
 }
+
+// ----- Added for tests/transactions.rs ---------------------------------------------------
+
+impl Link {
+    /// The next SIP message if one comes within `within`, None after that silence (also
+    /// for more than [`IO_TIMEOUT`]). Cancel-safe: nothing read is lost when it times out.
+    pub async fn recv_within(&mut self, within: Duration) -> Option<Msg> {
+        tokio::time::timeout(within, self.recv_unbounded())
+            .await
+            .ok()
+    }
+}
