@@ -79,11 +79,13 @@ pub struct DeliveryFailed {
 #[rtype(result = "Decision")]
 pub struct ResolveNextHop(pub RouteTarget);
 
-/// Router -> Registrar: the client registered as `user`, if any.
+/// Router -> Registrar: the client named by `client` (the `;rbc=` token of the Contact
+/// Roundabout registered for it), else the newest client registered as `user`, if any.
 #[derive(Message)]
 #[rtype(result = "Option<ClientBinding>")]
 pub struct LookupClient {
     pub user: String,
+    pub client: Option<String>,
 }
 
 /// Router -> Registrar: the server accepted a registration (2xx).
@@ -91,6 +93,8 @@ pub struct LookupClient {
 #[rtype(result = "()")]
 pub struct BindClient {
     pub user: String,
+    /// The client token: one binding per client.
+    pub client: String,
     pub binding: ClientBinding,
     pub expires: Duration,
 }
@@ -100,9 +104,19 @@ pub struct BindClient {
 #[rtype(result = "()")]
 pub struct UnbindClient {
     pub user: String,
+    /// Only this client's binding; `None`: every binding of `user`.
+    pub client: Option<String>,
     /// Only if the binding uses this connection: a client that registered again on a new
     /// connection keeps its new binding when a request for the old one fails.
     pub only_flow: Option<FlowId>,
+}
+
+/// Router -> Registrar: is `source` a client registered through Roundabout, over this very
+/// connection or (UDP) from this address and port? (-registered-only)
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct IsRegistered {
+    pub source: Source,
 }
 
 /// Registrar -> anyone (tests, logs): how many clients are cached.
@@ -110,10 +124,10 @@ pub struct UnbindClient {
 #[rtype(result = "usize")]
 pub struct CountClients;
 
-/// Anyone -> Router shard: `(transactions in its table, of which still without a final
-/// answer)`, for the stats line (`actors/stats.rs`).
+/// Anyone -> Router shard: its transactions and what it dropped or refused, for the stats
+/// line (`actors/stats.rs`).
 #[derive(Message, Clone, Copy)]
-#[rtype(result = "(usize, usize)")]
+#[rtype(result = "crate::proxy::core::ShardCounts")]
 pub struct CountTransactions;
 
 /// Anyone -> Dispatcher: `(connections it can write to, destinations being connected)`, for

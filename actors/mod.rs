@@ -57,11 +57,13 @@ pub struct Running {
 }
 
 /// Binds every listener and starts the actors. Must run inside an actix `System`. `tls` comes
-/// from [`crate::tls::load`]; its acceptor must be set when a TLS or WSS port is.
+/// from [`crate::tls::load`]; its acceptor must be set when a TLS or WSS port is. `key` signs
+/// contact tokens and branches (random, or from -token-key-file).
 pub async fn start(
     config: &Config,
     shards: usize,
     tls: TlsSettings,
+    key: TokenKey,
 ) -> Result<Running, StartError> {
     let bind = |t: Transport| SocketAddr::new(config.bind_ip, config.ports.get(t));
     let err = |t: Transport| {
@@ -131,10 +133,10 @@ pub async fn start(
     let dispatcher_ctx = Context::<dispatcher::Dispatcher>::new();
     let dispatcher = dispatcher_ctx.address();
 
-    let key = TokenKey::default();
     let peers = router::RouterPeers {
         server_table: server_table.recipient(),
         lookup_client: registrar.clone().recipient(),
+        is_registered: registrar.clone().recipient(),
         bind_client: registrar.clone().recipient(),
         unbind_client: registrar.clone().recipient(),
         dispatcher: dispatcher.clone().recipient(),
@@ -146,8 +148,9 @@ pub async fn start(
     let mut counts = Vec::with_capacity(shards);
     for shard in 0..shards {
         let (config, key, peers) = (config.clone(), key.clone(), peers.clone());
-        let make =
-            move |_: &mut Context<router::Router>| router::Router::new(&config, key, shard, peers);
+        let make = move |_: &mut Context<router::Router>| {
+            router::Router::new(&config, key, (shard, shards), peers)
+        };
         // Shard 0 shares the sockets' thread, so a proxy on one core never hops threads;
         // every further shard gets a thread of its own.
         let addr = if shard == 0 {

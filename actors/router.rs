@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 pub struct RouterPeers {
     pub server_table: Recipient<ResolveNextHop>,
     pub lookup_client: Recipient<LookupClient>,
+    pub is_registered: Recipient<IsRegistered>,
     pub bind_client: Recipient<BindClient>,
     pub unbind_client: Recipient<UnbindClient>,
     pub dispatcher: Recipient<Deliver>,
@@ -41,9 +42,14 @@ impl Actor for Router {
 }
 
 impl Router {
-    pub fn new(config: &Config, key: TokenKey, shard: usize, peers: RouterPeers) -> Router {
+    pub fn new(
+        config: &Config,
+        key: TokenKey,
+        (shard, shards): (usize, usize),
+        peers: RouterPeers,
+    ) -> Router {
         Router {
-            core: ProxyCore::new(config, key, shard),
+            core: ProxyCore::new(config, key, shard, shards),
             peers,
         }
     }
@@ -84,8 +90,8 @@ impl Router {
                     act.feed(event, ctx)
                 }));
             }
-            Action::LookupClient { job, user } => {
-                let fut = self.peers.lookup_client.send(LookupClient { user });
+            Action::LookupClient { job, user, client } => {
+                let fut = self.peers.lookup_client.send(LookupClient { user, client });
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                     let event = match res {
                         Ok(binding) => Event::ClientFound(job, binding),
@@ -97,19 +103,39 @@ impl Router {
                     act.feed(event, ctx)
                 }));
             }
+            Action::CheckRegistered { job, source } => {
+                let fut = self.peers.is_registered.send(IsRegistered { source });
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    let event = match res {
+                        Ok(registered) => Event::SourceChecked(job, registered),
+                        Err(e) => {
+                            warn!("registrar unavailable: {e}");
+                            Event::LookupFailed(job)
+                        }
+                    };
+                    act.feed(event, ctx)
+                }));
+            }
             Action::Bind {
                 user,
+                client,
                 binding,
                 expires,
             } => self.peers.bind_client.do_send(BindClient {
                 user,
+                client,
                 binding,
                 expires,
             }),
-            Action::Unbind { user, only_flow } => self
-                .peers
-                .unbind_client
-                .do_send(UnbindClient { user, only_flow }),
+            Action::Unbind {
+                user,
+                client,
+                only_flow,
+            } => self.peers.unbind_client.do_send(UnbindClient {
+                user,
+                client,
+                only_flow,
+            }),
         }
     }
 }

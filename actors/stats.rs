@@ -22,8 +22,8 @@ pub struct StatsSources {
 /// One snapshot of the counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Per shard: `(transactions, of which without a final answer)`.
-    pub transactions: Vec<(usize, usize)>,
+    /// Per shard: transactions, of which without a final answer, drops and refusals.
+    pub transactions: Vec<crate::proxy::core::ShardCounts>,
     /// Connections the Dispatcher can write to, and destinations being connected.
     pub flows: usize,
     pub connecting: usize,
@@ -51,17 +51,25 @@ impl StatsSources {
 
 impl fmt::Display for Stats {
     /// `transactions 3 [2, 1] (in flight 1), connections 4 (accepted 3, dispatcher 4,
-    /// connecting 0), clients 2, refused connections 0, flooding addresses 0, flood drops 0`
+    /// connecting 0), clients 2, refused connections 0, flooding addresses 0, flood drops 0,
+    /// responses dropped 0, requests refused 0`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let total: usize = self.transactions.iter().map(|t| t.0).sum();
-        let in_flight: usize = self.transactions.iter().map(|t| t.1).sum();
-        let per_shard: Vec<String> = self.transactions.iter().map(|t| t.0.to_string()).collect();
+        let total: usize = self.transactions.iter().map(|t| t.transactions).sum();
+        let in_flight: usize = self.transactions.iter().map(|t| t.in_flight).sum();
+        let dropped: u64 = self.transactions.iter().map(|t| t.responses_dropped).sum();
+        let refused: u64 = self.transactions.iter().map(|t| t.requests_refused).sum();
+        let per_shard: Vec<String> = self
+            .transactions
+            .iter()
+            .map(|t| t.transactions.to_string())
+            .collect();
         let g = &self.guard;
         write!(
             f,
             "transactions {total} [{}] (in flight {in_flight}), connections {} (accepted {}, \
              dispatcher {}, connecting {}), clients {}, refused connections {}, flooding \
-             addresses {}, flood drops {}",
+             addresses {}, flood drops {}, responses dropped {dropped}, requests refused \
+             {refused}",
             per_shard.join(", "),
             g.connections,
             g.accepted,

@@ -44,6 +44,8 @@ pub struct Limits {
     pub transaction_timeout: Duration,
     /// Timer C: a ringing INVITE is cancelled after this (-ringing-timeout).
     pub ringing_timeout: Duration,
+    /// Transactions held at once, all Router shards together (-max-transactions).
+    pub max_transactions: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +61,7 @@ impl Default for Limits {
             pike_limit: 300,
             transaction_timeout: Duration::from_secs(32),
             ringing_timeout: Duration::from_secs(181),
+            max_transactions: 100_000,
         }
     }
 }

@@ -96,6 +96,21 @@ pub enum Destination {
 }
 
 impl Destination {
+    /// Whether a message from `source` comes from this destination: the same connection,
+    /// or the same transport and address (for a name, the transport and port: the
+    /// Dispatcher resolved it).
+    pub fn sent_to(&self, source: &Source) -> bool {
+        match self {
+            Destination::Flow { flow, .. } => source.flow == *flow,
+            Destination::Address {
+                transport, addr, ..
+            } => source.transport == *transport && source.remote == *addr,
+            Destination::Name {
+                transport, port, ..
+            } => source.transport == *transport && source.remote.port() == *port,
+        }
+    }
+
     pub fn transport(&self) -> Transport {
         match self {
             Destination::Flow { transport, .. }

@@ -47,6 +47,17 @@ pub fn proxy(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The key of contact tokens and branches: a file that cannot be used is a usage error.
+    let key = match &config.token_key_file {
+        Some(path) => match crate::proxy::contact_token::TokenKey::load_or_create(path) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("roundabout: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => crate::proxy::contact_token::TokenKey::default(),
+    };
     // before any socket: each connection is a file descriptor
     let open_files = crate::open_files::raise_to_hard_limit()
         .map_err(|e| log::warn!("cannot read or raise the open-files limit: {e}"))
@@ -55,7 +66,7 @@ pub fn proxy(config: Config) -> ExitCode {
     let system = actix::System::new();
     let result = system.block_on(async move {
         let tls_warnings = tls.warnings.clone();
-        let running = crate::actors::start(&config, shards, tls).await?;
+        let running = crate::actors::start(&config, shards, tls, key).await?;
         print_banner(&config, &running, &tls_warnings, open_files);
         wait_for_signal(&running).await;
         drain(&running).await;

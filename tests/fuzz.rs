@@ -270,7 +270,7 @@ fn exercise(input: &[u8]) {
             }
         }
         if msg.method() == "REGISTER" {
-            let _ = rewrite::rewrite_register_contact(&msg, &mut rw, &local, Transport::Udp);
+            let _ = rewrite::rewrite_register_contact(&msg, &mut rw, &local, Transport::Udp, &key);
             let _ = (rewrite::requested_expires(&msg), rewrite::to_user(&msg));
         } else {
             rewrite::rewrite_dialog_contact(&msg, &mut rw, &local, Transport::Udp, &source, &key);

@@ -35,9 +35,23 @@ pub struct Flags {
     #[argh(switch)]
     pub strict_host: bool,
 
-    /// accept REGISTER only from -trusted-client-ip networks, others get 403 (default: false)
+    /// accept REGISTER and every request outside a dialog only from -trusted-client-ip
+    /// networks (or trusted servers); others get 403 (default: false)
     #[argh(switch)]
     pub strict_client: bool,
+
+    /// accept requests outside a dialog (INVITE, MESSAGE...) only from clients with a live
+    /// registration made through roundabout (over their own connection, or for UDP from the
+    /// address and port they registered from); others get 403. REGISTER stays subject to
+    /// -strict-client only (default: false)
+    #[argh(switch)]
+    pub registered_only: bool,
+
+    /// file with the secret key of contact tokens and branches (64 hex digits); created with
+    /// mode 0600 when missing. Share it between restarts and between instances behind one name
+    /// so in-dialog requests keep working (default: a new random key per start)
+    #[argh(option)]
+    pub token_key_file: Option<String>,
 
     /// route an ACK without Route headers by its Request-URI host instead of its To host
     /// (default: false, recommended: on)
@@ -131,6 +145,11 @@ pub struct Flags {
     /// closed (slow-loris protection) (default: 10)
     #[argh(option, default = "10")]
     pub partial_message_timeout: u64,
+
+    /// most transactions held at once; above it new requests get 503 with Retry-After
+    /// (default: 100000)
+    #[argh(option, default = "100000")]
+    pub max_transactions: usize,
 
     /// seconds the next hop has to answer a request at all (Timers B and F, 64*T1); also how
     /// long a finished transaction is kept to absorb retransmissions (default: 32)

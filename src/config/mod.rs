@@ -96,6 +96,10 @@ pub struct Config {
     pub ports: Ports,
     pub strict_host: bool,
     pub strict_client: bool,
+    /// Requests outside a dialog only from clients registered through Roundabout.
+    pub registered_only: bool,
+    /// -token-key-file: the key of contact tokens and branches; `None`: random per start.
+    pub token_key_file: Option<PathBuf>,
     pub ack_ruri: bool,
     pub trusted_servers: Vec<TrustedServer>,
     pub client_networks: Vec<IpCidr>,
@@ -279,10 +283,14 @@ impl Config {
                 default_network
             ));
         }
-        if !f.strict_client {
-            warnings
-                .push("without -strict-client any address may REGISTER through roundabout".into());
-        } else if client_networks.is_empty() {
+        if !f.strict_client && !f.registered_only {
+            warnings.push(
+                "toll fraud: without -strict-client or -registered-only anyone on the network may \
+                 send INVITEs (and REGISTERs) through roundabout to the servers that trust its \
+                 address"
+                    .into(),
+            );
+        } else if f.strict_client && client_networks.is_empty() {
             warnings.push(
                 "-strict-client without -trusted-client-ip: every REGISTER will be refused".into(),
             );
@@ -328,6 +336,8 @@ impl Config {
             ports,
             strict_host: f.strict_host,
             strict_client: f.strict_client,
+            registered_only: f.registered_only,
+            token_key_file: f.token_key_file.as_ref().map(PathBuf::from),
             ack_ruri: f.ack_ruri,
             trusted_servers,
             client_networks,
@@ -422,6 +432,13 @@ fn limits_from_flags(f: &Flags) -> Result<crate::limits::Limits, ConfigError> {
             "use at least 1 second",
         ));
     }
+    if f.max_transactions == 0 {
+        return Err(bad(
+            "max-transactions",
+            "0".into(),
+            "use at least 1 (default 100000)",
+        ));
+    }
     if !(1..=3600).contains(&f.transaction_timeout) {
         return Err(bad(
             "transaction-timeout",
@@ -447,6 +464,7 @@ fn limits_from_flags(f: &Flags) -> Result<crate::limits::Limits, ConfigError> {
         pike_limit: f.pike_limit,
         transaction_timeout: Duration::from_secs(f.transaction_timeout),
         ringing_timeout: Duration::from_secs(f.ringing_timeout),
+        max_transactions: f.max_transactions,
     })
 }
 

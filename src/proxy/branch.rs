@@ -1,11 +1,12 @@
 //! Via branch ids Roundabout writes, and loop detection with them (RFC 3261 16.6 step 8,
 //! 16.3 step 4).
 //!
-//! A branch is `z9hG4bK-rb<loop hash>-<unique part>`. The loop hash covers the fields that a
+//! A branch is `z9hG4bK-rb<loop hash>-<unique part>` (the unique part a keyed MAC). The loop hash covers the fields that a
 //! looping request keeps unchanged (Request-URI, From tag, To tag, Call-ID, CSeq number), so
 //! a request that comes back with one of our Vias carrying the same hash is a loop, while a
 //! legitimate spiral (retargeted by a server, so another Request-URI) is not.
 
+use crate::proxy::contact_token::TokenKey;
 use crate::proxy::rewrite::{to_tag, ProxyAddress};
 use crate::sip::uri::{push_hex, NameAddr};
 use crate::sip::via::Via;
@@ -17,32 +18,38 @@ const OURS: &str = "z9hG4bK-rb";
 
 type Fixed = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 
-/// Makes unique branch ids: a per-process random prefix, a shard number and a counter.
+/// Makes unique, unpredictable branch ids: the unique part is an HMAC (the [`TokenKey`]) of
+/// the shard number and a counter, so nobody can guess the branch of a request Roundabout
+/// sent and forge a response to it.
 #[derive(Debug, Clone)]
 pub struct BranchGenerator {
-    prefix: u32,
+    key: TokenKey,
+    shard: u64,
     counter: u64,
 }
 
 impl BranchGenerator {
-    pub fn new(shard: usize) -> Self {
-        let random = std::collections::hash_map::RandomState::new().hash_one(shard) as u32;
+    pub fn new(shard: usize, key: TokenKey) -> Self {
         BranchGenerator {
-            prefix: random ^ (shard as u32),
+            key,
+            shard: shard as u64,
             counter: 0,
         }
     }
 
-    /// `{OURS}{loop hash:x}-{prefix:x}{counter:x}`, written without `format!` (one per
-    /// forwarded request).
+    /// `{OURS}{loop hash:x}-{mac:x}`, written without `format!` (one per forwarded request).
     pub fn next(&mut self, msg: &SipMessage) -> String {
         self.counter += 1;
+        let unique = self.key.mac64(&[
+            b"branch",
+            &self.shard.to_be_bytes(),
+            &self.counter.to_be_bytes(),
+        ]);
         let mut b = String::with_capacity(OURS.len() + 32);
         b.push_str(OURS);
         push_hex(&mut b, loop_hash(msg).into());
         b.push('-');
-        push_hex(&mut b, self.prefix.into());
-        push_hex(&mut b, self.counter);
+        push_hex(&mut b, unique);
         b
     }
 }
@@ -111,7 +118,7 @@ mod tests {
     #[test]
     fn detects_loops_not_spirals() {
         let local = ProxyAddress::new(LocalIdentity::from_config(&Config::default()), false);
-        let mut gen = BranchGenerator::new(0);
+        let mut gen = BranchGenerator::new(0, TokenKey::default());
         let req = |ruri: &str, via: &str| {
             msg(format!("INVITE {ruri} SIP/2.0\r\n{via}Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n"))
         };

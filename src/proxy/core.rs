@@ -16,7 +16,7 @@
 use super::branch::{is_loop, is_our_branch, BranchGenerator};
 use super::client_tx::{ClientStep, ClientTx, ResponseFate};
 use super::contact_token::TokenKey;
-use super::responses::{build_response, is_local_tag};
+use super::responses::{build_response, build_response_with, is_local_tag};
 use super::rewrite::{self, ProxyAddress};
 use super::server_tx::{AckFate, ServerState, ServerStep, ServerTx};
 use super::timers::{TimerKind, TimerQueue, Timers, TxId};
@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::routing::{
     ClientBinding, Decision, DeliveryError, Destination, FlowId, LocalIdentity, RouteTarget, Source,
 };
-use crate::sip::uri::{NameAddr, SipUri};
+use crate::sip::uri::{find_param, NameAddr, SipUri};
 use crate::sip::{HeaderName, Rewrite, SipMessage};
 use bytes::Bytes;
 use cidr::IpCidr;
@@ -50,6 +50,8 @@ pub enum Event {
     Decided(JobId, Decision),
     /// The Registrar's answer to [`Action::LookupClient`].
     ClientFound(JobId, Option<ClientBinding>),
+    /// The Registrar's answer to [`Action::CheckRegistered`].
+    SourceChecked(JobId, bool),
     /// The ServerTable or Registrar could not be asked.
     LookupFailed(JobId),
     /// A request of this transaction could not be delivered.
@@ -70,10 +72,20 @@ pub enum Action {
     },
     /// Ask the ServerTable where `target` is; answer with [`Event::Decided`].
     Resolve { job: JobId, target: RouteTarget },
-    /// Ask the Registrar for `user`; answer with [`Event::ClientFound`].
-    LookupClient { job: JobId, user: String },
+    /// Ask the Registrar for the client `client` (a `;rbc=` token) or else the newest
+    /// binding of `user`; answer with [`Event::ClientFound`].
+    LookupClient {
+        job: JobId,
+        user: String,
+        client: Option<String>,
+    },
+    /// Ask the Registrar whether `source` is a client registered through Roundabout (its
+    /// connection, or its UDP address and port); answer with [`Event::SourceChecked`].
+    CheckRegistered { job: JobId, source: Source },
     Bind {
         user: String,
+        /// The client token (`;rbc=`) that names this client's binding.
+        client: String,
         binding: ClientBinding,
         expires: Duration,
     },
@@ -81,6 +93,8 @@ pub enum Action {
     /// (a request for an old connection must not remove a newer registration).
     Unbind {
         user: String,
+        /// Only this client's binding; `None`: every binding of `user`.
+        client: Option<String>,
         only_flow: Option<FlowId>,
     },
 }
@@ -165,6 +179,54 @@ struct Pending {
     fallback: Option<Box<Decision>>,
 }
 
+/// A request on its way in, before it gets a transaction.
+#[derive(Debug)]
+struct Admission {
+    msg: SipMessage,
+    source: Source,
+    key: ServerKey,
+    target: RouteTarget,
+    request_uri: Option<String>,
+    our_routes: usize,
+}
+
+/// What a shard counted, for the stats line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardCounts {
+    pub transactions: usize,
+    /// Of which still without a final answer.
+    pub in_flight: usize,
+    /// Responses dropped: no transaction, or not from where the request went.
+    pub responses_dropped: u64,
+    /// Requests refused by policy (-strict-client, -registered-only, -max-transactions).
+    pub requests_refused: u64,
+}
+
+/// Lets one log line a second through; counts the rest.
+#[derive(Debug, Default)]
+struct LogThrottle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogThrottle {
+    fn allow(&mut self, now: Instant) -> bool {
+        if self
+            .last
+            .is_some_and(|l| now.saturating_duration_since(l) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+
+    fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
+    }
+}
+
 /// Hashes the transaction table's keys. TxIds are this shard's own counter, never taken from
 /// the network, so SipHash's resistance to chosen keys buys nothing there; one multiply
 /// (FxHash's) spreads consecutive ids over the buckets at a fraction of SipHash's cost.
@@ -194,9 +256,18 @@ pub struct ProxyCore {
     local: ProxyAddress,
     key: TokenKey,
     strict_client: bool,
+    registered_only: bool,
     client_networks: Vec<IpCidr>,
+    /// Requests from these addresses are never refused by the admission rules.
+    trusted_servers: Vec<std::net::IpAddr>,
     ack_ruri: bool,
     timers: Timers,
+    /// This shard's share of -max-transactions.
+    max_transactions: usize,
+    /// Requests waiting for the Registrar's word on their source (-registered-only).
+    gated: IdMap<Admission>,
+    counters: ShardCounts,
+    refusal_log: LogThrottle,
     branches: BranchGenerator,
     /// Boxed: the table grows to hundreds of thousands of entries, and a rehash then moves
     /// pointers, not whole records, so it does not stall the shard.
@@ -219,7 +290,10 @@ pub struct ProxyCore {
 }
 
 impl ProxyCore {
-    pub fn new(config: &Config, key: TokenKey, shard: usize) -> ProxyCore {
+    /// The core of shard `shard` of `shards`.
+    pub fn new(config: &Config, key: TokenKey, shard: usize, shards: usize) -> ProxyCore {
+        let branches = BranchGenerator::new(shard, key.clone());
+        let shards = shards.max(1);
         ProxyCore {
             local: ProxyAddress::new(
                 LocalIdentity::from_config(config),
@@ -227,10 +301,16 @@ impl ProxyCore {
             ),
             key,
             strict_client: config.strict_client,
+            registered_only: config.registered_only,
             client_networks: config.client_networks.clone(),
+            trusted_servers: config.trusted_servers.iter().map(|s| s.ip).collect(),
             ack_ruri: config.ack_ruri,
             timers: Timers::from_limits(&config.limits),
-            branches: BranchGenerator::new(shard),
+            max_transactions: config.limits.max_transactions.div_ceil(shards),
+            gated: IdMap::default(),
+            counters: ShardCounts::default(),
+            refusal_log: LogThrottle::default(),
+            branches,
             txs: IdMap::default(),
             by_key: HashMap::new(),
             by_branch: HashMap::new(),
@@ -260,9 +340,21 @@ impl ProxyCore {
                     self.on_client_found(binding, p)
                 }
             }
+            Event::SourceChecked(job, registered) => {
+                if let Some(a) = self.gated.remove(&job) {
+                    if registered {
+                        self.admit(a)
+                    } else {
+                        self.refuse(a, "Forbidden - Not Registered", "-registered-only")
+                    }
+                }
+            }
             Event::LookupFailed(job) => {
                 if let Some(p) = self.pending.remove(&job) {
                     self.fail(p.job, 500, "Server Internal Error")
+                }
+                if let Some(a) = self.gated.remove(&job) {
+                    self.refuse(a, "Forbidden - Not Registered", "-registered-only")
                 }
             }
             Event::DeliveryFailed(id, error) => self.on_delivery_failed(id, error),
@@ -277,9 +369,12 @@ impl ProxyCore {
         self.in_flight()
     }
 
-    /// `(transactions in the table, of which still without a final answer)`.
-    pub fn counts(&self) -> (usize, usize) {
-        (self.txs.len(), self.in_flight())
+    pub fn counts(&self) -> ShardCounts {
+        ShardCounts {
+            transactions: self.txs.len(),
+            in_flight: self.in_flight(),
+            ..self.counters
+        }
     }
 
     fn in_flight(&self) -> usize {
@@ -365,17 +460,6 @@ impl ProxyCore {
         if is_loop(&msg, &self.local) {
             return self.reply_stateless(&msg, &source, 482, "Loop Detected");
         }
-        if method == "REGISTER"
-            && self.strict_client
-            && !crate::config::client_networks::contains(&self.client_networks, source.remote.ip())
-        {
-            info!(
-                "REGISTER from untrusted {} refused (-strict-client)",
-                source.remote
-            );
-            return self.reply_stateless(&msg, &source, 403, "Forbidden - Untrusted Client");
-        }
-
         // Where does it go? Our own Route values are popped first (loose routing).
         let (our_routes, next_route) = rewrite::our_routes_on_top(&msg, &self.local);
         let ruri = SipUri::parse(msg.request_uri());
@@ -424,20 +508,112 @@ impl ProxyCore {
                 }
             }
         }
+        // Who may send: a request outside a dialog (no To tag, or one but neither our Route
+        // nor our Contact token) from anyone but a trusted server is the toll-fraud path.
+        let in_dialog = rewrite::to_tag(&msg).is_some()
+            && (our_routes > 0
+                || ruri
+                    .as_ref()
+                    .ok()
+                    .and_then(|u| rewrite::token_in_uri(u, &self.local))
+                    .is_some_and(|t| self.key.decode(t).is_some()));
         let request_uri = token.map(|t| t.original_uri);
+        let admission = Admission {
+            msg,
+            source,
+            key,
+            target,
+            request_uri,
+            our_routes,
+        };
 
+        let ip = source.remote.ip();
+        if !in_dialog && !self.trusted_servers.contains(&ip) {
+            if self.strict_client
+                && !crate::config::client_networks::contains(&self.client_networks, ip)
+            {
+                return self.refuse(
+                    admission,
+                    "Forbidden - Not From A Trusted Network",
+                    "-strict-client",
+                );
+            }
+            if self.registered_only && method != "REGISTER" {
+                // The Registrar knows who is bound; the request waits for its answer.
+                let job = self.next_id;
+                self.next_id += 1;
+                self.gated.insert(job, admission);
+                self.out.push(Action::CheckRegistered { job, source });
+                return;
+            }
+        }
+        self.admit(admission);
+    }
+
+    /// A request that may pass: a transaction (unless it is an ACK or a stray CANCEL), then
+    /// its next hop.
+    fn admit(&mut self, a: Admission) {
+        let method = a.msg.method().to_string();
+        let stateless = method == "ACK" || method == "CANCEL";
         let job = if stateless {
-            Job::Stateless(Box::new(msg), source)
+            Job::Stateless(Box::new(a.msg), a.source)
         } else {
-            Job::Tx(self.new_transaction(msg, source, key, method))
+            if let Some(&id) = self.by_key.get(&a.key) {
+                // Retransmitted while the Registrar was asked.
+                return self.on_retransmission(id);
+            }
+            if self.txs.len() >= self.max_transactions {
+                self.counters.requests_refused += 1;
+                let held = self.txs.len();
+                self.log_refusal(format_args!(
+                    "{method} from {} refused: {held} transactions held (-max-transactions)",
+                    a.source.remote
+                ));
+                let via = rewrite::top_via_with_received(&a.msg, &a.source);
+                let bytes = build_response_with(
+                    &a.msg,
+                    503,
+                    "Service Unavailable - Too Many Transactions",
+                    via.as_deref(),
+                    &["Retry-After: 5".to_string()],
+                );
+                return self.deliver(a.source.reply_destination(), bytes, None);
+            }
+            Job::Tx(self.new_transaction(a.msg, a.source, a.key, method))
         };
         let pending = Pending {
             job,
-            request_uri,
-            our_routes,
+            request_uri: a.request_uri,
+            our_routes: a.our_routes,
             fallback: None,
         };
-        self.resolve(target, pending);
+        self.resolve(a.target, pending);
+    }
+
+    /// Answers 403 for a request that may not pass (an ACK is dropped), counted and logged
+    /// (at most one line a second: the peer chooses how many it sends).
+    fn refuse(&mut self, a: Admission, reason: &str, rule: &str) {
+        self.counters.requests_refused += 1;
+        self.log_refusal(format_args!(
+            "{} {} from {} refused ({rule})",
+            a.msg.method(),
+            a.msg.request_uri(),
+            a.source.remote
+        ));
+        self.reply_stateless(&a.msg, &a.source, 403, reason);
+    }
+
+    fn log_refusal(&mut self, line: std::fmt::Arguments<'_>) {
+        if self.refusal_log.allow(self.now) {
+            let more = self.refusal_log.take_suppressed();
+            if more > 0 {
+                info!("{line} (and {more} more refusals not logged)");
+            } else {
+                info!("{line}");
+            }
+        } else {
+            debug!("{line}");
+        }
     }
 
     /// An ACK: absorbed when it is hop by hop (for a non-2xx final of ours or forwarded by
@@ -605,9 +781,16 @@ impl ProxyCore {
             Decision::AskRegistrar { user, fallback } => {
                 let job = self.next_id;
                 self.next_id += 1;
+                // The Contact Roundabout registered names the very client (`;rbc=`).
+                let client = self.request_of(&pending.job).and_then(|m| {
+                    let uri = SipUri::parse(m.request_uri()).ok()?;
+                    find_param(uri.params, rewrite::CLIENT_PARAM)
+                        .flatten()
+                        .map(String::from)
+                });
                 pending.fallback = fallback;
                 self.pending.insert(job, pending);
-                self.out.push(Action::LookupClient { job, user });
+                self.out.push(Action::LookupClient { job, user, client });
             }
         }
     }
@@ -623,6 +806,13 @@ impl ProxyCore {
                 Some(f) => self.on_decision(*f, pending),
                 None => self.fail(pending.job, 404, "Not Found"),
             },
+        }
+    }
+
+    fn request_of<'a>(&'a self, job: &'a Job) -> Option<&'a SipMessage> {
+        match job {
+            Job::Stateless(m, _) => Some(m),
+            Job::Tx(id) => self.txs.get(id)?.request.as_ref(),
         }
     }
 
@@ -761,6 +951,7 @@ impl ProxyCore {
             return;
         };
         if !is_our_branch(branch) {
+            self.counters.responses_dropped += 1;
             debug!(
                 "dropped a response from {} whose top Via is not ours",
                 source.remote
@@ -768,6 +959,7 @@ impl ProxyCore {
             return;
         }
         let Some(&id) = self.by_branch.get(branch) else {
+            self.counters.responses_dropped += 1;
             // Never relayed by its Via alone: that would let anyone make Roundabout send
             // to an address of their choosing (RFC 3261 16.11 allows dropping it).
             debug!(
@@ -782,6 +974,20 @@ impl ProxyCore {
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
+        // Only the hop the request went to may answer it: the same connection, or the same
+        // UDP address and port. Anything else is forged (or misrouted) and goes no further.
+        if !tx
+            .down
+            .as_ref()
+            .is_some_and(|d| d.destination.sent_to(&source))
+        {
+            self.counters.responses_dropped += 1;
+            debug!(
+                "dropped a {status} from {} {}: its request went elsewhere",
+                source.transport, source.remote
+            );
+            return;
+        }
         if for_cancel {
             if let Cancel::Sent(c) = &mut tx.cancel {
                 c.on_response(status, &t, &mut Vec::new());
@@ -876,20 +1082,22 @@ impl ProxyCore {
         tx.source_via = None;
         tx.register = None;
         self.apply_server(id, steps);
-        for (user, contact_uri, expires) in bindings {
-            if expires == 0 {
+        for change in bindings {
+            if change.expires == 0 {
                 self.out.push(Action::Unbind {
-                    user,
+                    user: change.user,
+                    client: change.client,
                     only_flow: None,
                 });
             } else {
                 self.out.push(Action::Bind {
-                    user,
+                    user: change.user,
+                    client: change.client.unwrap_or_default(),
                     binding: ClientBinding {
-                        contact_uri,
+                        contact_uri: change.contact_uri,
                         source: client,
                     },
-                    expires: Duration::from_secs(expires.into()),
+                    expires: Duration::from_secs(change.expires.into()),
                 });
             }
         }
@@ -902,7 +1110,7 @@ impl ProxyCore {
         tx: &ProxyTx,
         msg: &SipMessage,
         source: &Source,
-        bindings: &mut Vec<(String, String, u32)>,
+        bindings: &mut Vec<RegistrationChange>,
     ) -> Bytes {
         let status = msg.status().unwrap_or(0);
         let mut rw = Rewrite::default();
@@ -1102,6 +1310,7 @@ impl ProxyCore {
                     {
                         self.out.push(Action::Unbind {
                             user,
+                            client: None,
                             only_flow: Some(flow),
                         });
                     }
@@ -1128,26 +1337,45 @@ impl ProxyCore {
     }
 }
 
-/// `(user, original contact URI, expires)` for each client whose registration the 2xx
-/// confirmed (expires > 0) or ended (0).
+/// One client's registration as a 2xx confirmed (expires > 0) or ended (0) it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RegistrationChange {
+    user: String,
+    /// The client token; `None`: every binding of `user` (`Contact: *`).
+    client: Option<String>,
+    contact_uri: String,
+    expires: u32,
+}
+
+/// The bindings a 2xx to REGISTER confirms or ends.
 fn registration_changes(
     reg: &RegisterContext,
     granted: &[(String, Option<u32>)],
     response_lists_contacts: bool,
-) -> Vec<(String, String, u32)> {
+) -> Vec<RegistrationChange> {
     let mut out = Vec::new();
     if let Some(user) = &reg.wildcard_user {
-        out.push((user.clone(), String::new(), 0));
+        out.push(RegistrationChange {
+            user: user.clone(),
+            client: None,
+            contact_uri: String::new(),
+            expires: 0,
+        });
     }
     for c in &reg.contacts {
-        let expires = match granted.iter().find(|(u, _)| *u == c.user) {
+        let expires = match granted.iter().find(|(client, _)| *client == c.client) {
             Some((_, e)) => e.or(reg.requested_expires).unwrap_or(DEFAULT_EXPIRES),
             // Not listed in the 2xx: the server no longer has it. A server that lists no
             // Contact at all (non-compliant) is taken at the request's word.
             None if response_lists_contacts => 0,
             None => reg.requested_expires.unwrap_or(DEFAULT_EXPIRES),
         };
-        out.push((c.user.clone(), c.original_uri.clone(), expires));
+        out.push(RegistrationChange {
+            user: c.user.clone(),
+            client: Some(c.client.clone()),
+            contact_uri: c.original_uri.clone(),
+            expires,
+        });
     }
     out
 }
@@ -1242,7 +1470,7 @@ mod tests {
             config.limits.ringing_timeout = Duration::from_secs(181);
             let t0 = Instant::now();
             Harness {
-                core: ProxyCore::new(&config, TokenKey::default(), 0),
+                core: ProxyCore::new(&config, TokenKey::default(), 0, 1),
                 t0,
                 now: t0,
             }
@@ -1357,7 +1585,7 @@ mod tests {
         assert!(h.tick_at(secs(31)).is_empty());
         let a = h.tick_at(secs(32));
         assert_eq!(statuses_to(&a, &tcp_caller().reply_destination()), [408]);
-        assert_eq!(h.core.counts().1, 0);
+        assert_eq!(h.core.counts().in_flight, 0);
     }
 
     #[test]
@@ -1418,7 +1646,10 @@ mod tests {
             !later.is_empty() && later.iter().all(|&s| s == 487),
             "{later:?}"
         );
-        assert_eq!(h.core.counts(), (0, 0));
+        assert_eq!(
+            (h.core.counts().transactions, h.core.counts().in_flight),
+            (0, 0)
+        );
     }
 
     #[test]
@@ -1518,7 +1749,11 @@ mod tests {
         );
         let a = h.resolved(a, &server(Transport::Udp));
         assert_eq!(methods_to(&a, &server(Transport::Udp)), ["CANCEL"]);
-        assert_eq!(h.core.counts(), (0, 0), "no transaction made");
+        assert_eq!(
+            (h.core.counts().transactions, h.core.counts().in_flight),
+            (0, 0),
+            "no transaction made"
+        );
     }
 
     #[test]
@@ -1653,7 +1888,11 @@ mod tests {
             [200]
         );
         h.tick_at(secs(33));
-        assert_eq!(h.core.counts(), (0, 0), "gone after Timer L/M");
+        assert_eq!(
+            (h.core.counts().transactions, h.core.counts().in_flight),
+            (0, 0),
+            "gone after Timer L/M"
+        );
         h.at(secs(34));
         let a = h.feed(Event::Message(ok(), server_source(Transport::Udp)));
         assert!(a.is_empty(), "never relayed by its Via alone: {a:?}");
@@ -1702,6 +1941,7 @@ mod tests {
         let a = h.feed(Event::DeliveryFailed(id, DeliveryError::FlowGone));
         assert!(a.contains(&Action::Unbind {
             user: "bob".into(),
+            client: None,
             only_flow: Some(FlowId(42))
         }));
         assert_eq!(statuses_to(&a, &caller.reply_destination()), [480]);
@@ -1745,8 +1985,14 @@ mod tests {
             server_source(Transport::Udp),
         ));
         h.caller_sends(request("ACK", "z9hG4bK-c1", ";tag=b1"), caller);
-        assert_eq!(h.core.counts(), (1, 0));
+        assert_eq!(
+            (h.core.counts().transactions, h.core.counts().in_flight),
+            (1, 0)
+        );
         h.tick_at(secs(33));
-        assert_eq!(h.core.counts(), (0, 0));
+        assert_eq!(
+            (h.core.counts().transactions, h.core.counts().in_flight),
+            (0, 0)
+        );
     }
 }

@@ -9,7 +9,7 @@ use super::contact_token::{TokenKey, PARAM};
 use super::transaction::OutgoingHop;
 use crate::routing::{LocalIdentity, Source};
 use crate::sip::header::iter_values;
-use crate::sip::uri::{find_param, push_decimal, push_ip, NameAddr, SipUri};
+use crate::sip::uri::{find_param, push_decimal, push_hex, push_ip, NameAddr, SipUri};
 use crate::sip::via::Via;
 use crate::sip::{HeaderName, Rewrite, SipMessage, Transport};
 use std::net::IpAddr;
@@ -344,40 +344,82 @@ pub fn rewrite_dialog_contact(
     });
 }
 
+/// The URI parameter that names one client in the Contact Roundabout registers for it.
+pub const CLIENT_PARAM: &str = "rbc";
+
 /// One Contact of a REGISTER as the client wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisteredContact {
     pub user: String,
+    /// The client token written as `;rbc=` (see [`client_token`]).
+    pub client: String,
     /// The whole Contact value (URI and parameters such as +sip.instance, reg-id).
     pub original_value: String,
     pub original_uri: String,
 }
 
-/// REGISTER Contacts: Roundabout's address on the server's side, same user, no token; the
-/// client cache finds the client by user (the original program's behaviour). Returns what
-/// was replaced, to restore it in the 2xx and to bind the client.
+/// The token that names one client: a MAC of its address-of-record and its `+sip.instance`
+/// (RFC 5626), or its Contact URI when it sends none. Stable for the same client, so a
+/// re-REGISTER (after a reconnect too) yields the same Contact at the server and replaces
+/// its binding there instead of piling up stale ones; different for every other client, so
+/// two clients with the same Contact user (bob registering `alice`, extension 100 on two
+/// PBXs) never share a binding.
+pub fn client_token(key: &TokenKey, aor: &str, instance_or_uri: &str) -> String {
+    let mut out = String::with_capacity(16);
+    push_hex(
+        &mut out,
+        key.mac64(&[b"client", aor.as_bytes(), instance_or_uri.as_bytes()]),
+    );
+    out
+}
+
+/// The address-of-record of a REGISTER: its To URI without parameters (`user@host`).
+pub fn address_of_record(msg: &SipMessage) -> String {
+    msg.first_value(HeaderName::To)
+        .and_then(|v| NameAddr::parse(v).ok())
+        .and_then(|na| {
+            let u = na.uri().ok()?;
+            Some(match u.user {
+                Some(user) => [user, "@", u.host].concat(),
+                None => u.host.to_string(),
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// REGISTER Contacts: Roundabout's address on the server's side, same user, and `;rbc=` with
+/// the token of that client. Returns what was replaced, to restore it in the 2xx and to bind
+/// the client.
 pub fn rewrite_register_contact(
     msg: &SipMessage,
     rw: &mut Rewrite,
     local: &ProxyAddress,
     out: Transport,
+    key: &TokenKey,
 ) -> Vec<RegisteredContact> {
+    let aor = address_of_record(msg);
     let mut replaced = Vec::new();
     rewrite_contacts(msg, rw, |na, uri| {
         let user = uri.user.filter(|u| !u.is_empty())?;
+        let instance = na.param("+sip.instance").flatten();
+        let client = client_token(key, &aor, instance.unwrap_or(na.uri_str()));
+        let extra = [";", CLIENT_PARAM, "=", &client].concat();
+        let new = na.with_uri(&local.contact_uri(out, Some(user), &extra));
         replaced.push(RegisteredContact {
             user: user.to_string(),
+            client,
             original_value: na.value.to_string(),
             original_uri: na.uri_str().to_string(),
         });
-        Some(na.with_uri(&local.contact_uri(out, Some(user), "")))
+        Some(new)
     });
     replaced
 }
 
 /// In a 2xx to REGISTER: puts each client's own Contact back (RFC 3261 10.3: the client looks
 /// for its Contact there), with the expiry the server granted. Returns `(user, expires)` for
-/// each restored binding, `expires` from the Contact's parameter or the Expires header.
+/// each restored binding (by client token), `expires` from the Contact's parameter or the
+/// Expires header.
 pub fn restore_register_contacts(
     msg: &SipMessage,
     rw: &mut Rewrite,
@@ -392,15 +434,18 @@ pub fn restore_register_contacts(
         if !local.is_us(uri) {
             return None;
         }
-        let reg = registered
-            .iter()
-            .find(|r| Some(r.user.as_str()) == uri.user)?;
+        // By token; a server that dropped the parameter is matched by user.
+        let token = find_param(uri.params, CLIENT_PARAM).flatten();
+        let reg = registered.iter().find(|r| match token {
+            Some(t) => r.client == t,
+            None => Some(r.user.as_str()) == uri.user,
+        })?;
         let expires = na
             .param("expires")
             .flatten()
             .and_then(|e| e.parse().ok())
             .or(expires_header);
-        granted.push((reg.user.clone(), expires));
+        granted.push((reg.client.clone(), expires));
         let original = NameAddr::parse(&reg.original_value).ok()?;
         Some(match expires {
             Some(e) => with_param(&original, "expires", &e.to_string()),
@@ -532,7 +577,7 @@ pub fn build_request(
     }
     decrement_max_forwards(msg, &mut rw);
     let register_contacts = if register {
-        Some(rewrite_register_contact(msg, &mut rw, local, out))
+        Some(rewrite_register_contact(msg, &mut rw, local, out, key))
     } else {
         rewrite_dialog_contact(msg, &mut rw, local, out, source, key);
         None
@@ -867,19 +912,70 @@ mod tests {
     #[test]
     fn register_contact_round_trip() {
         let l = local();
+        let key = TokenKey::default();
         let reg = msg("REGISTER sip:server.example.com SIP/2.0\r\nTo: <sip:alice@server.example.com>\r\nContact: <sip:alice@df7.invalid;transport=ws>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=600\r\n\r\n");
         let mut rw = Rewrite::default();
-        let saved = rewrite_register_contact(&reg, &mut rw, &l, Transport::Udp);
+        let saved = rewrite_register_contact(&reg, &mut rw, &l, Transport::Udp, &key);
         let fwd = String::from_utf8(reg.render(&rw).to_vec()).unwrap();
-        assert!(fwd.contains("Contact: <sip:alice@203.0.113.5:5060>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=600\r\n"), "{fwd}");
+        let client = &saved[0].client;
+        assert_eq!(client.len(), 16, "{client}");
+        assert!(fwd.contains(&format!("Contact: <sip:alice@203.0.113.5:5060;rbc={client}>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=600\r\n")), "{fwd}");
         assert_eq!(saved[0].user, "alice");
         assert_eq!(requested_expires(&reg), Some(600));
-        let ok = msg("SIP/2.0 200 OK\r\nContact: <sip:alice@203.0.113.5:5060>;expires=300;+sip.instance=\"<urn:uuid:1>\";reg-id=1, <sip:alice@198.51.100.1>;expires=100\r\n\r\n");
+        let ok = msg(&format!("SIP/2.0 200 OK\r\nContact: <sip:alice@203.0.113.5:5060;rbc={client}>;expires=300;+sip.instance=\"<urn:uuid:1>\";reg-id=1, <sip:alice@198.51.100.1>;expires=100\r\n\r\n"));
         let mut rw = Rewrite::default();
         let granted = restore_register_contacts(&ok, &mut rw, &l, &saved);
-        assert_eq!(granted, vec![("alice".to_string(), Some(300))]);
+        assert_eq!(granted, vec![(client.clone(), Some(300))]);
         let back = String::from_utf8(ok.render(&rw).to_vec()).unwrap();
         assert!(back.contains("Contact: <sip:alice@df7.invalid;transport=ws>;+sip.instance=\"<urn:uuid:1>\";reg-id=1;expires=300, <sip:alice@198.51.100.1>;expires=100\r\n"), "{back}");
         assert_eq!(to_user(&reg).as_deref(), Some("alice"));
+        // A server that drops the parameter is matched by user.
+        let bare =
+            msg("SIP/2.0 200 OK\r\nContact: <sip:alice@203.0.113.5:5060>;expires=60\r\n\r\n");
+        let granted = restore_register_contacts(&bare, &mut Rewrite::default(), &l, &saved);
+        assert_eq!(granted, vec![(client.clone(), Some(60))]);
+    }
+
+    #[test]
+    fn client_tokens_name_one_client() {
+        let key = TokenKey::default();
+        let token = |to: &str, contact: &str| {
+            let m = msg(&format!(
+                "REGISTER sip:s SIP/2.0\r\nTo: <{to}>\r\nContact: {contact}\r\n\r\n"
+            ));
+            rewrite_register_contact(&m, &mut Rewrite::default(), &local(), Transport::Udp, &key)[0]
+                .client
+                .clone()
+        };
+        let alice = token("sip:alice@pbx", "<sip:alice@192.0.2.1:5060>");
+        assert_eq!(
+            alice,
+            token("sip:alice@pbx", "<sip:alice@192.0.2.1:5060>"),
+            "stable"
+        );
+        assert_ne!(
+            alice,
+            token("sip:bob@pbx", "<sip:alice@192.0.2.1:5060>"),
+            "bob posing as alice"
+        );
+        assert_ne!(
+            alice,
+            token("sip:alice@pbx2", "<sip:alice@192.0.2.1:5060>"),
+            "same extension, other PBX"
+        );
+        // With +sip.instance the token survives a new address (a reconnect).
+        let inst = |addr: &str| {
+            token(
+                "sip:alice@pbx",
+                &format!("<sip:alice@{addr}>;+sip.instance=\"<urn:uuid:7>\""),
+            )
+        };
+        assert_eq!(inst("192.0.2.1:5060"), inst("192.0.2.9:40000"));
+        assert_eq!(
+            address_of_record(&msg(
+                "REGISTER sip:s SIP/2.0\r\nTo: \"A\" <sip:alice@pbx;x=1>;tag=1\r\n\r\n"
+            )),
+            "alice@pbx"
+        );
     }
 }
