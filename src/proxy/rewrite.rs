@@ -560,12 +560,16 @@ pub fn build_request(
     let via = local.via(out, branch);
     rw.prepend.push(["Via: ", &via].concat());
     if creates_dialog(msg) {
+        // Two entries when the transport changes (RFC 5658); one when both sides name the
+        // same listener (a listener that is off stands in for another).
+        let inbound = local.record_route(source.transport);
         if out != source.transport {
-            rw.prepend
-                .push(["Record-Route: ", &local.record_route(out)].concat());
+            let outbound = local.record_route(out);
+            if outbound != inbound {
+                rw.prepend.push(["Record-Route: ", &outbound].concat());
+            }
         }
-        rw.prepend
-            .push(["Record-Route: ", &local.record_route(source.transport)].concat());
+        rw.prepend.push(["Record-Route: ", &inbound].concat());
     }
     remove_first_values(msg, HeaderName::Route, our_routes, &mut rw);
     if let (Some(v), Some((i, line))) = (source_via, msg.first(HeaderName::Via)) {
