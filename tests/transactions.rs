@@ -1204,7 +1204,12 @@ async fn closed_connection_unbinds_only_its_own_binding() {
             to: "<sip:alice@127.0.0.3>".into(),
             call_id: "alice-reg@test",
             cseq,
-            headers: vec![format!("Contact: {};expires=600", contact(c, "alice"))],
+            // +sip.instance (RFC 5626, as JsSIP sends it): the same client on a new
+            // connection, so Roundabout registers the same Contact (same client token).
+            headers: vec![format!(
+                "Contact: {};+sip.instance=\"<urn:uuid:0c6b4e6a-1111-4d5e-9a1b-alice>\";expires=600",
+                contact(c, "alice")
+            )],
             body: "",
         }
         .render()
