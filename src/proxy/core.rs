@@ -129,16 +129,16 @@ struct ProxyTx {
     /// The caller's top Via with received/rport, for responses Roundabout makes.
     source_via: Option<String>,
     /// The request as received, until a final answer is out.
-    request: Option<SipMessage>,
+    request: Option<Box<SipMessage>>,
     server: ServerTx,
     /// `None` while the next hop is being resolved (or when none was found).
-    down: Option<Downstream>,
+    down: Option<Box<Downstream>>,
     cancel: Cancel,
     /// Timer C's current deadline: it restarts on every provisional above 100.
     ringing_until: Option<Instant>,
     /// Timer C sent a CANCEL: when it fires again, the next hop stayed silent.
     ringing_gave_up: bool,
-    register: Option<RegisterContext>,
+    register: Option<Box<RegisterContext>>,
     /// Waiting for the ServerTable or Registrar.
     resolving: bool,
 }
@@ -660,12 +660,14 @@ impl ProxyCore {
         let id = self.next_id;
         self.next_id += 1;
         let source_via = rewrite::top_via_with_received(&msg, &source);
-        let register = (method == "REGISTER").then(|| RegisterContext {
-            contacts: Vec::new(),
-            requested_expires: rewrite::requested_expires(&msg),
-            wildcard_user: rewrite::is_wildcard_contact(&msg)
-                .then(|| rewrite::to_user(&msg))
-                .flatten(),
+        let register = (method == "REGISTER").then(|| {
+            Box::new(RegisterContext {
+                contacts: Vec::new(),
+                requested_expires: rewrite::requested_expires(&msg),
+                wildcard_user: rewrite::is_wildcard_contact(&msg)
+                    .then(|| rewrite::to_user(&msg))
+                    .flatten(),
+            })
         });
         let invite = key.class == MethodClass::Invite;
         let trying = invite.then(|| build_response(&msg, 100, "Trying", source_via.as_deref()));
@@ -674,7 +676,7 @@ impl ProxyCore {
             method,
             source,
             source_via,
-            request: Some(msg),
+            request: Some(Box::new(msg)),
             server: ServerTx::new(invite, source.transport.is_stream()),
             down: None,
             cancel: Cancel::None,
@@ -812,7 +814,7 @@ impl ProxyCore {
     fn request_of<'a>(&'a self, job: &'a Job) -> Option<&'a SipMessage> {
         match job {
             Job::Stateless(m, _) => Some(m),
-            Job::Tx(id) => self.txs.get(id)?.request.as_ref(),
+            Job::Tx(id) => self.txs.get(id)?.request.as_deref(),
         }
     }
 
@@ -827,11 +829,12 @@ impl ProxyCore {
                 )
             }
             Job::Tx(id) => {
-                if let Some(tx) = self.txs.get_mut(&id) {
-                    tx.resolving = false;
-                }
                 self.respond_locally(id, code, reason);
-                self.cleanup(id);
+                // Never forwarded: nothing downstream to wait for, and a retransmission is
+                // routed again to the same answer (the To tag is derived from the request,
+                // so its ACK is still recognised). Forgotten at once, like Kamailio's
+                // stateless replies: a flood of requests for unknown users costs no memory.
+                self.forget(id);
             }
         }
     }
@@ -921,12 +924,12 @@ impl ProxyCore {
                 let invite = tx.is_invite();
                 let mut steps = Vec::new();
                 let client = ClientTx::start(invite, out.is_stream(), built.bytes, &t, &mut steps);
-                tx.down = Some(Downstream {
+                tx.down = Some(Box::new(Downstream {
                     tx: client,
                     destination,
                     branch: branch.clone(),
                     hop: built.hop,
-                });
+                }));
                 if invite {
                     // Timer C starts with the INVITE (RFC 3261 16.6 step 11).
                     tx.ringing_until = Some(self.now + t.ringing);
@@ -1324,9 +1327,12 @@ impl ProxyCore {
 
     /// Forgets a transaction once both sides are over.
     fn cleanup(&mut self, id: TxId) {
-        if !self.txs.get(&id).is_some_and(|tx| tx.is_over()) {
-            return;
+        if self.txs.get(&id).is_some_and(|tx| tx.is_over()) {
+            self.forget(id);
         }
+    }
+
+    fn forget(&mut self, id: TxId) {
         if let Some(tx) = self.txs.remove(&id) {
             self.by_key.remove(&tx.key);
             if let Some(d) = &tx.down {
@@ -1994,5 +2000,42 @@ mod tests {
             (h.core.counts().transactions, h.core.counts().in_flight),
             (0, 0)
         );
+    }
+
+    #[test]
+    fn a_request_answered_before_it_was_forwarded_leaves_no_transaction() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let up = caller.reply_destination();
+        let reject = |h: &mut Harness, a: Vec<Action>| -> Vec<Action> {
+            let mut out = Vec::new();
+            for a in a {
+                match a {
+                    Action::Resolve { job, .. } => out.extend(h.feed(Event::Decided(
+                        job,
+                        Decision::Reject(crate::routing::Rejection::NoSuchUser),
+                    ))),
+                    other => out.push(other),
+                }
+            }
+            out
+        };
+        let a = h.caller_sends(invite(), caller);
+        let a = reject(&mut h, a);
+        assert_eq!(statuses_to(&a, &up), [100, 404]);
+        assert_eq!(h.core.counts().transactions, 0, "forgotten at once");
+        // A retransmission is routed again to the same answer, same To tag.
+        let tag = |a: &[Action]| {
+            let b = sent_to(a, &up).pop().unwrap();
+            crate::proxy::rewrite::to_tag(&SipMessage::parse(b).unwrap()).map(String::from)
+        };
+        let first = tag(&a);
+        let a = h.caller_sends(invite(), caller);
+        let a = reject(&mut h, a);
+        assert_eq!(statuses_to(&a, &up), [100, 404]);
+        assert_eq!(tag(&a), first);
+        // Its ACK is recognised as the ACK of Roundabout's own answer.
+        let ack = request("ACK", "z9hG4bK-c1", &format!(";tag={}", first.unwrap()));
+        assert!(h.caller_sends(ack, caller).is_empty());
     }
 }
