@@ -146,10 +146,13 @@ pub async fn start(
     let mut routers = Vec::with_capacity(shards);
     let mut drains = Vec::with_capacity(shards);
     let mut counts = Vec::with_capacity(shards);
+    // -max-transactions holds for all shards together.
+    let budget = crate::proxy::core::TransactionBudget::new(config.limits.max_transactions);
     for shard in 0..shards {
         let (config, key, peers) = (config.clone(), key.clone(), peers.clone());
+        let budget = budget.clone();
         let make = move |_: &mut Context<router::Router>| {
-            router::Router::new(&config, key, (shard, shards), peers)
+            router::Router::new(&config, key, (shard, budget), peers)
         };
         // Shard 0 shares the sockets' thread, so a proxy on one core never hops threads;
         // every further shard gets a thread of its own.

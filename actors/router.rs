@@ -9,7 +9,7 @@
 use super::messages::*;
 use crate::config::Config;
 use crate::proxy::contact_token::TokenKey;
-use crate::proxy::core::{Action, Event, ProxyCore};
+use crate::proxy::core::{Action, Event, ProxyCore, TransactionBudget};
 use actix::prelude::*;
 use log::{trace, warn};
 use std::time::{Duration, Instant};
@@ -45,11 +45,11 @@ impl Router {
     pub fn new(
         config: &Config,
         key: TokenKey,
-        (shard, shards): (usize, usize),
+        (shard, budget): (usize, TransactionBudget),
         peers: RouterPeers,
     ) -> Router {
         Router {
-            core: ProxyCore::new(config, key, shard, shards),
+            core: ProxyCore::new(config, key, shard, budget),
             peers,
         }
     }

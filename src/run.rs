@@ -128,9 +128,11 @@ fn print_banner(
     );
     let _ = writeln!(
         s,
-        "routing: strict-host {}, strict-client {}, ACK by {}, unknown hosts over {}",
+        "routing: strict-host {}, strict-client {}, registered-only {}, ACK by {}, unknown hosts \
+         over {}",
         on_off(config.strict_host),
         on_off(config.strict_client),
+        on_off(config.registered_only),
         if config.ack_ruri { "Request-URI" } else { "To" },
         config.default_network
     );

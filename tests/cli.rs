@@ -149,20 +149,22 @@ fn open_files_limit_is_raised_and_an_unreachable_cap_warned() {
 }
 
 /// Starts `cmd` with its stdout piped, reads its banner up to the warning about running
-/// without -strict-client, then stops it.
+/// without -strict-client or -registered-only (toll fraud), then stops it.
 fn banner_of(cmd: &mut Process) -> String {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let banner = read_until(&mut child, "warning: without -strict-client");
+    let banner = read_until(&mut child, "warning: toll fraud");
     let _ = child.kill();
     let _ = child.wait();
     banner
 }
 
 /// Reads the child's stdout until a line contains `needle` (bounded: 10 s).
+/// A child that fails to print it is killed before the panic, so a failing test leaves no
+/// proxy behind holding its ports.
 fn read_until(child: &mut std::process::Child, needle: &str) -> String {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -187,6 +189,8 @@ fn read_until(child: &mut std::process::Child, needle: &str) -> String {
             Err(_) => break,
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("no line with '{needle}' within 10 s; got:\n{text}");
 }
 

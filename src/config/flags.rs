@@ -232,6 +232,7 @@ const SWITCHES: &[&str] = &[
     "contact-header-fqdn",
     "strict-host",
     "strict-client",
+    "registered-only",
     "ack-ruri",
     "tls-insecure",
     "csr",
@@ -392,6 +393,13 @@ mod tests {
     fn seed_example_parses() {
         let f = flags("-local-ip 203.0.113.5 -local-fqdn proxya.example.com -strict-host -strict-client -ack-ruri -trusted-client-ip 192.0.2.35,192.0.2.14 -trusted-client-mask 32 -trusted-server 203.0.113.20:server.example.com:5060:tcp:,203.0.113.110:pbx.example.com/srv.tel.example.com:5060:wss: -default-sip-server 203.0.113.110");
         assert!(f.strict_client && f.ack_ruri);
+        let g = flags("-registered-only -ack-ruri -token-key-file /var/lib/roundabout/token.key -max-transactions 5");
+        assert!(g.registered_only && g.ack_ruri);
+        assert_eq!(
+            g.token_key_file.as_deref(),
+            Some("/var/lib/roundabout/token.key")
+        );
+        assert_eq!(g.max_transactions, 5);
         assert_eq!(f.trusted_client_mask, 32);
         assert_eq!(f.default_sip_server.as_deref(), Some("203.0.113.110"));
         assert_eq!(f.udp_port, 5060);

@@ -190,6 +190,40 @@ struct Admission {
     our_routes: usize,
 }
 
+/// -max-transactions: one count that all Router shards share (an atomic counter; the only
+/// state shards share), so the cap holds however Call-IDs fall on the shards.
+#[derive(Debug, Clone)]
+pub struct TransactionBudget {
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+impl TransactionBudget {
+    pub fn new(max: usize) -> TransactionBudget {
+        TransactionBudget {
+            held: Default::default(),
+            max,
+        }
+    }
+
+    /// Takes one transaction from the budget; false when none is left.
+    fn take(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.held
+            .fetch_update(Relaxed, Relaxed, |n| (n < self.max).then_some(n + 1))
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        self.held.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Transactions held by all shards.
+    pub fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// What a shard counted, for the stats line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShardCounts {
@@ -262,8 +296,8 @@ pub struct ProxyCore {
     trusted_servers: Vec<std::net::IpAddr>,
     ack_ruri: bool,
     timers: Timers,
-    /// This shard's share of -max-transactions.
-    max_transactions: usize,
+    /// -max-transactions, counted over all shards.
+    budget: TransactionBudget,
     /// Requests waiting for the Registrar's word on their source (-registered-only).
     gated: IdMap<Admission>,
     counters: ShardCounts,
@@ -290,10 +324,14 @@ pub struct ProxyCore {
 }
 
 impl ProxyCore {
-    /// The core of shard `shard` of `shards`.
-    pub fn new(config: &Config, key: TokenKey, shard: usize, shards: usize) -> ProxyCore {
+    /// The core of shard `shard`; every shard shares the `budget` of transactions.
+    pub fn new(
+        config: &Config,
+        key: TokenKey,
+        shard: usize,
+        budget: TransactionBudget,
+    ) -> ProxyCore {
         let branches = BranchGenerator::new(shard, key.clone());
-        let shards = shards.max(1);
         ProxyCore {
             local: ProxyAddress::new(
                 LocalIdentity::from_config(config),
@@ -306,7 +344,7 @@ impl ProxyCore {
             trusted_servers: config.trusted_servers.iter().map(|s| s.ip).collect(),
             ack_ruri: config.ack_ruri,
             timers: Timers::from_limits(&config.limits),
-            max_transactions: config.limits.max_transactions.div_ceil(shards),
+            budget,
             gated: IdMap::default(),
             counters: ShardCounts::default(),
             refusal_log: LogThrottle::default(),
@@ -562,9 +600,9 @@ impl ProxyCore {
                 // Retransmitted while the Registrar was asked.
                 return self.on_retransmission(id);
             }
-            if self.txs.len() >= self.max_transactions {
+            if !self.budget.take() {
                 self.counters.requests_refused += 1;
-                let held = self.txs.len();
+                let held = self.budget.held();
                 self.log_refusal(format_args!(
                     "{method} from {} refused: {held} transactions held (-max-transactions)",
                     a.source.remote
@@ -579,7 +617,7 @@ impl ProxyCore {
                 );
                 return self.deliver(a.source.reply_destination(), bytes, None);
             }
-            Job::Tx(self.new_transaction(a.msg, a.source, a.key, method))
+            Job::Tx(self.new_transaction(a.msg, a.source, a.key, method)) // budget taken
         };
         let pending = Pending {
             job,
@@ -1084,7 +1122,8 @@ impl ProxyCore {
         tx.request = None;
         tx.source_via = None;
         tx.register = None;
-        self.apply_server(id, steps);
+        // Bindings first: the Registrar hears of them before the client hears its 2xx, so
+        // a request the client sends (or the server sends it) right after finds them.
         for change in bindings {
             if change.expires == 0 {
                 self.out.push(Action::Unbind {
@@ -1104,6 +1143,7 @@ impl ProxyCore {
                 });
             }
         }
+        self.apply_server(id, steps);
     }
 
     /// The response as it goes upstream: our Via off, the Contact rewritten for the
@@ -1334,6 +1374,7 @@ impl ProxyCore {
 
     fn forget(&mut self, id: TxId) {
         if let Some(tx) = self.txs.remove(&id) {
+            self.budget.give_back();
             self.by_key.remove(&tx.key);
             if let Some(d) = &tx.down {
                 self.by_branch.remove(&d.branch);
@@ -1476,7 +1517,12 @@ mod tests {
             config.limits.ringing_timeout = Duration::from_secs(181);
             let t0 = Instant::now();
             Harness {
-                core: ProxyCore::new(&config, TokenKey::default(), 0, 1),
+                core: ProxyCore::new(
+                    &config,
+                    TokenKey::default(),
+                    0,
+                    TransactionBudget::new(config.limits.max_transactions),
+                ),
                 t0,
                 now: t0,
             }
@@ -2037,5 +2083,82 @@ mod tests {
         // Its ACK is recognised as the ACK of Roundabout's own answer.
         let ack = request("ACK", "z9hG4bK-c1", &format!(";tag={}", first.unwrap()));
         assert!(h.caller_sends(ack, caller).is_empty());
+    }
+
+    #[test]
+    fn the_transaction_cap_holds_over_all_shards_and_answers_503() {
+        let config = Config::default();
+        let budget = TransactionBudget::new(2);
+        let mut a = ProxyCore::new(&config, TokenKey::default(), 0, budget.clone());
+        let mut b = ProxyCore::new(&config, TokenKey::default(), 1, budget.clone());
+        let now = Instant::now();
+        let caller = udp_caller();
+        let up = caller.reply_destination();
+        let inv = |branch: &str| Event::Message(request("INVITE", branch, ""), caller);
+        assert_eq!(statuses_to(&a.handle(inv("z9hG4bK-1"), now), &up), [100]);
+        assert_eq!(statuses_to(&b.handle(inv("z9hG4bK-2"), now), &up), [100]);
+        let refused = a.handle(inv("z9hG4bK-3"), now);
+        let answer = SipMessage::parse(sent_to(&refused, &up).remove(0)).unwrap();
+        assert_eq!(answer.status(), Some(503));
+        assert!(String::from_utf8_lossy(answer.raw()).contains("Retry-After: 5\r\n"));
+        assert!(
+            !refused.iter().any(|x| matches!(x, Action::Resolve { .. })),
+            "nothing created"
+        );
+        assert_eq!(a.counts().requests_refused, 1);
+        assert_eq!(budget.held(), 2);
+    }
+
+    #[test]
+    fn a_registration_is_bound_before_the_client_hears_its_2xx() {
+        let mut h = Harness::new();
+        let caller = tcp_caller();
+        let reg = SipMessage::parse(Bytes::from_static(
+            b"REGISTER sip:198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1:40000;branch=z9hG4bK-r1\r\n\
+              Max-Forwards: 70\r\nFrom: <sip:alice@198.51.100.2>;tag=r\r\nTo: <sip:alice@198.51.100.2>\r\n\
+              Call-ID: reg1\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@192.0.2.1:40000;transport=tcp>\r\n\
+              Expires: 600\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .unwrap();
+        let a = h.caller_sends(reg, caller);
+        let a = h.resolved(a, &server(Transport::Udp));
+        let sent = sent_to(&a, &server(Transport::Udp)).remove(0);
+        let fwd = SipMessage::parse(sent.clone()).unwrap();
+        let contact = fwd.first_value(HeaderName::Contact).unwrap().to_string();
+        assert!(contact.contains(";rbc="), "{contact}");
+        let ok = String::from_utf8(response_to(&sent, 200, Some("s")).raw().to_vec())
+            .unwrap()
+            .replace(
+                "Content-Length: 0",
+                &format!("Contact: {contact};expires=300\r\nContent-Length: 0"),
+            );
+        let a = h.feed(Event::Message(
+            SipMessage::parse(Bytes::from(ok)).unwrap(),
+            server_source(Transport::Udp),
+        ));
+        let bind = a
+            .iter()
+            .position(|x| matches!(x, Action::Bind { .. }))
+            .expect("bound");
+        let answer = a
+            .iter()
+            .position(|x| matches!(x, Action::Deliver { .. }))
+            .expect("answered");
+        assert!(bind < answer, "{a:?}");
+        let Action::Bind {
+            user,
+            binding,
+            expires,
+            ..
+        } = &a[bind]
+        else {
+            unreachable!()
+        };
+        assert_eq!((user.as_str(), *expires), ("alice", secs(300)));
+        assert_eq!(binding.source, caller);
+        assert_eq!(
+            binding.contact_uri,
+            "sip:alice@192.0.2.1:40000;transport=tcp"
+        );
     }
 }
