@@ -9,7 +9,7 @@ use super::contact_token::{TokenKey, PARAM};
 use super::transaction::OutgoingHop;
 use crate::routing::{LocalIdentity, Source};
 use crate::sip::header::iter_values;
-use crate::sip::uri::{find_param, push_decimal, push_hex, push_ip, NameAddr, SipUri};
+use crate::sip::uri::{find_param, push_decimal, push_ip, NameAddr, SipUri};
 use crate::sip::via::Via;
 use crate::sip::{HeaderName, Rewrite, SipMessage, Transport};
 use std::net::IpAddr;
@@ -365,12 +365,11 @@ pub struct RegisteredContact {
 /// two clients with the same Contact user (bob registering `alice`, extension 100 on two
 /// PBXs) never share a binding.
 pub fn client_token(key: &TokenKey, aor: &str, instance_or_uri: &str) -> String {
-    let mut out = String::with_capacity(16);
-    push_hex(
-        &mut out,
-        key.mac64(&[b"client", aor.as_bytes(), instance_or_uri.as_bytes()]),
-    );
-    out
+    // Always 16 hex digits (once per REGISTER: `format!` is fine here).
+    format!(
+        "{:016x}",
+        key.mac64(&[b"client", aor.as_bytes(), instance_or_uri.as_bytes()])
+    )
 }
 
 /// The address-of-record of a REGISTER: its To URI without parameters (`user@host`).
