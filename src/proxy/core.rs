@@ -364,6 +364,20 @@ impl ProxyCore {
 
     /// Feeds one event at time `now`; returns what must be done.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.handle_into(event, now, &mut out);
+        out
+    }
+
+    /// [`ProxyCore::handle`] into a buffer the caller keeps (and empties): the hot path
+    /// allocates no list of actions per message.
+    pub fn handle_into(&mut self, event: Event, now: Instant, out: &mut Vec<Action>) {
+        std::mem::swap(&mut self.out, out);
+        self.dispatch(event, now);
+        std::mem::swap(&mut self.out, out);
+    }
+
+    fn dispatch(&mut self, event: Event, now: Instant) {
         self.now = now;
         match event {
             Event::Message(msg, source) if msg.is_request() => self.on_request(msg, source),
@@ -398,7 +412,6 @@ impl ProxyCore {
             Event::DeliveryFailed(id, error) => self.on_delivery_failed(id, error),
             Event::Tick => self.on_tick(),
         }
-        std::mem::take(&mut self.out)
     }
 
     /// Shutting down: refuse new transactions; returns how many are still unanswered.
@@ -548,8 +561,12 @@ impl ProxyCore {
         }
         // Who may send: a request outside a dialog (no To tag, or one but neither our Route
         // nor our Contact token) from anyone but a trusted server is the toll-fraud path.
-        let in_dialog = rewrite::to_tag(&msg).is_some()
+        // (Worked out only when a rule asks: it parses the To and may check a MAC.)
+        let gated = self.strict_client || self.registered_only;
+        let in_dialog = gated
+            && rewrite::to_tag(&msg).is_some()
             && (our_routes > 0
+                || token.is_some()
                 || ruri
                     .as_ref()
                     .ok()
@@ -566,7 +583,7 @@ impl ProxyCore {
         };
 
         let ip = source.remote.ip();
-        if !in_dialog && !self.trusted_servers.contains(&ip) {
+        if gated && !in_dialog && !self.trusted_servers.contains(&ip) {
             if self.strict_client
                 && !crate::config::client_networks::contains(&self.client_networks, ip)
             {
