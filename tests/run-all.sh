@@ -2,8 +2,9 @@
 # Roundabout's test command: bash tests/run-all.sh [FILTER / libtest args...]
 #
 # 1. installs what the end-to-end tests need when it is missing (Debian 12: SIPp, Kamailio
-#    with WebSocket and TLS modules, Chromium, openssl, systemd-analyze, procps; the npm
-#    packages of tests/browser from its lock file);
+#    with WebSocket and TLS modules, Chromium, openssl, systemd-analyze, procps, dnsmasq; mmdebstrap,
+#    podman and buildah for the container image test; the npm packages of tests/browser
+#    from its lock file);
 # 2. checks the loopback addresses 127.0.0.1-9 the peers bind to;
 # 3. builds (cargo build --release --locked) and runs every test
 #    (cargo test --release --locked -- --test-threads=4 ARGS), ARGS being this script's
@@ -57,6 +58,13 @@ wanted=(
     procps:pgrep
     pkg-config:pkg-config
     libssl-dev:
+    # tests/routing_dns.rs: a DNS server for NAPTR, SRV and A records (the binary only,
+    # no system service)
+    dnsmasq-base:
+    # tests/container.rs: base image from Debian packages, image build, run in the image
+    mmdebstrap:mmdebstrap
+    podman:podman
+    buildah:buildah
 )
 command -v npm >/dev/null 2>&1 || wanted+=(nodejs:node npm:npm)
 
