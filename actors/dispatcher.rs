@@ -3,20 +3,37 @@
 //! opens new ones on demand through the injected [`Connector`], and sends UDP datagrams.
 //! When a destination cannot be reached it tells the Router that asked, so the caller gets
 //! 503 (or 480 for a client whose connection is gone) instead of silence.
+//!
+//! Without `-strict-host` a Request-URI may name any host, and each new (transport, address)
+//! makes Roundabout open a connection: [`OutboundCap`] bounds how many of those, to hosts
+//! that are not trusted servers, are open or being opened at once
+//! (`-max-outbound-connections`); over it a request gets 503 at once.
 
 use super::messages::*;
+use crate::log_throttle::{LogThrottles, PEER_LOG_INTERVAL};
 use crate::routing::{Destination, FlowId};
 use crate::sip::Transport;
 use actix::prelude::*;
 use bytes::Bytes;
 use log::{debug, warn};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::net::UdpSocket;
 
 /// A message waiting for its connection, and whom to tell if it cannot be sent.
 type Queued = (Bytes, Option<FailureNotice>);
+
+/// The cap on the connections Roundabout opens itself to hosts that are not trusted servers.
+#[derive(Debug, Clone, Default)]
+pub struct OutboundCap {
+    /// At most this many open or being opened at once; 0: no limit.
+    pub max: usize,
+    /// The trusted servers' addresses (shared with the ServerTable, which adds what their
+    /// DNS names resolve to): connections to them are not counted.
+    pub exempt: crate::routing::TrustedAddresses,
+}
 
 pub struct Dispatcher {
     udp: Option<Arc<UdpSocket>>,
@@ -28,10 +45,18 @@ pub struct Dispatcher {
     by_addr: HashMap<(Transport, SocketAddr), FlowId>,
     /// Messages waiting for a connection being opened.
     connecting: HashMap<(Transport, SocketAddr), Vec<Queued>>,
+    cap: OutboundCap,
+    /// Connections opened by Roundabout to hosts that are not trusted servers, still open.
+    dialed: HashSet<FlowId>,
+    /// Such connections being opened.
+    dialing: usize,
+    /// Lines requests can cause (a host that does not resolve, the cap reached): one a
+    /// second per kind.
+    noise: LogThrottles<&'static str>,
 }
 
 impl Dispatcher {
-    pub fn new(udp: Option<Arc<UdpSocket>>, connector: Connector) -> Self {
+    pub fn new(udp: Option<Arc<UdpSocket>>, connector: Connector, cap: OutboundCap) -> Self {
         let udp_is_ipv6 = udp
             .as_ref()
             .and_then(|s| s.local_addr().ok())
@@ -43,7 +68,24 @@ impl Dispatcher {
             flows: HashMap::new(),
             by_addr: HashMap::new(),
             connecting: HashMap::new(),
+            cap,
+            dialed: HashSet::new(),
+            dialing: 0,
+            noise: LogThrottles::new(PEER_LOG_INTERVAL),
         }
+    }
+
+    /// Whether a new connection to `addr` counts under the cap (it is not a trusted
+    /// server's), and `Err` with what is open when the cap is reached.
+    fn may_dial(&self, addr: SocketAddr) -> Result<bool, usize> {
+        if self.cap.exempt.contains(&addr.ip().to_canonical()) {
+            return Ok(false);
+        }
+        let open = self.dialed.len() + self.dialing;
+        if self.cap.max > 0 && open >= self.cap.max {
+            return Err(open);
+        }
+        Ok(true)
     }
 
     fn fail(notify: Option<FailureNotice>, error: DeliveryError) {
@@ -86,6 +128,27 @@ impl Dispatcher {
         }
     }
 
+    /// The writer of `flow`, if its connection actor is alive. One that has stopped (a
+    /// connection given up for not reading, whose `FlowClosed` is still on its way) is
+    /// forgotten at once: its requests get 480 now (or a new connection), not 408 at Timer F.
+    fn writer(&mut self, flow: FlowId) -> Option<&Recipient<SendFrame>> {
+        if !self.flows.get(&flow)?.writer.connected() {
+            if let Some(f) = self.flows.remove(&flow) {
+                self.forget(&f);
+            }
+            return None;
+        }
+        self.flows.get(&flow).map(|f| &f.writer)
+    }
+
+    /// Forgets what is known of a connection besides `flows`.
+    fn forget(&mut self, f: &FlowOpened) {
+        if self.by_addr.get(&(f.transport, f.remote)) == Some(&f.flow) {
+            self.by_addr.remove(&(f.transport, f.remote));
+        }
+        self.dialed.remove(&f.flow);
+    }
+
     fn register(&mut self, opened: FlowOpened) {
         self.by_addr
             .insert((opened.transport, opened.remote), opened.flow);
@@ -101,29 +164,48 @@ impl Dispatcher {
         ctx: &mut Context<Self>,
     ) {
         let key = (transport, addr);
-        if let Some(flow) = self.by_addr.get(&key).and_then(|f| self.flows.get(f)) {
-            flow.writer.do_send(SendFrame(bytes));
+        if let Some(writer) = self.by_addr.get(&key).copied().and_then(|f| self.writer(f)) {
+            writer.do_send(SendFrame(bytes));
             return;
         }
         if let Some(queue) = self.connecting.get_mut(&key) {
             queue.push((bytes, notify));
             return;
         }
+        let counted = match self.may_dial(addr) {
+            Ok(counted) => counted,
+            Err(open) => {
+                if let Some(s) = self.noise.admit("outbound cap", Instant::now()) {
+                    warn!(
+                        "not connecting to {transport}:{addr}: {open} connections to hosts that \
+                         are not trusted servers are open or being opened, the most allowed \
+                         (-max-outbound-connections); the request gets 503{s}"
+                    );
+                }
+                return Self::fail(notify, DeliveryError::Unreachable);
+            }
+        };
+        self.dialing += usize::from(counted);
         self.connecting.insert(key, vec![(bytes, notify)]);
         debug!("connecting to {transport}:{addr}");
         let fut = (self.connector)(transport, addr, tls_name);
         ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
             let queued = act.connecting.remove(&key).unwrap_or_default();
+            act.dialing -= usize::from(counted);
             match res {
                 Ok(opened) => {
                     debug!("connected to {transport}:{addr} ({})", opened.flow);
                     for (bytes, _) in queued {
                         opened.writer.do_send(SendFrame(bytes));
                     }
+                    if counted {
+                        act.dialed.insert(opened.flow);
+                    }
                     act.register(opened);
                 }
                 Err(e) => {
-                    warn!("cannot reach {transport}:{addr}: {e:?}");
+                    // The connector has said why (throttled).
+                    debug!("cannot reach {transport}:{addr}: {e:?}");
                     for (_, notify) in queued {
                         Self::fail(notify, e);
                     }
@@ -152,8 +234,8 @@ impl Handler<Deliver> for Dispatcher {
                 flow,
                 transport,
                 remote,
-            } => match self.flows.get(&flow) {
-                Some(f) => f.writer.do_send(SendFrame(bytes)),
+            } => match self.writer(flow) {
+                Some(writer) => writer.do_send(SendFrame(bytes)),
                 None => {
                     debug!("{transport} connection {flow} to {remote} is gone");
                     Self::fail(notify, DeliveryError::FlowGone);
@@ -191,7 +273,9 @@ impl Handler<Deliver> for Dispatcher {
                             act.handle(m, ctx);
                         }
                         None => {
-                            warn!("cannot resolve {host}");
+                            if let Some(s) = act.noise.admit("cannot resolve", Instant::now()) {
+                                warn!("cannot resolve {host}{s}");
+                            }
                             Self::fail(notify, DeliveryError::Unreachable);
                         }
                     }
@@ -213,9 +297,8 @@ impl Handler<FlowClosed> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, m: FlowClosed, _: &mut Context<Self>) {
-        self.flows.remove(&m.flow);
-        if self.by_addr.get(&(m.transport, m.remote)) == Some(&m.flow) {
-            self.by_addr.remove(&(m.transport, m.remote));
+        if let Some(f) = self.flows.remove(&m.flow) {
+            self.forget(&f);
         }
     }
 }

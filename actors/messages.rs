@@ -1,7 +1,7 @@
 //! The typed messages the actors exchange. Reading this file tells how data flows:
 //!
 //! ```text
-//!  connection ──Inbound──▶ Router ──ResolveNextHop──▶ ServerTable
+//!  connection ──Inbound──▶ Router ──ResolveNextHop/TargetFailed──▶ ServerTable
 //!      ▲                    │  └───LookupClient/BindClient/UnbindClient──▶ Registrar
 //!      │                    └──Deliver──▶ Dispatcher ──SendFrame──▶ connection ──▶ socket
 //!      └──FlowOpened/FlowClosed──▶ Dispatcher, Registrar       DeliveryFailed ──▶ Router
@@ -78,6 +78,15 @@ pub struct DeliveryFailed {
 #[derive(Message)]
 #[rtype(result = "Decision")]
 pub struct ResolveNextHop(pub RouteTarget);
+
+/// Router -> ServerTable: a target of a name resolved by DNS failed before answering
+/// (refused or unreachable, no answer, 503); it is tried last for -avoid-time.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TargetFailed {
+    pub destination: Destination,
+    pub reason: &'static str,
+}
 
 /// Router -> Registrar: the client named by `client` (the `;rbc=` token of the Contact
 /// Roundabout registered for it), else the newest client registered as `user`, if any.
@@ -201,6 +210,14 @@ impl ConnectionEvents {
         }
     }
 }
+
+/// SIGHUP with -config: the settings read again from the file (and the command line). The
+/// ServerTable takes its trusted servers, -strict-host, -default-sip-server and
+/// -default-network from it; ports and addresses in it are ignored (they cannot change while
+/// running: `ops::reload` says so in the log).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Reload(pub std::sync::Arc<crate::config::Config>);
 
 /// Shutting down: a Router stops taking new transactions (answers them 503) and reports how
 /// many it still has in flight. Sent again to poll until that is 0 or time is up.

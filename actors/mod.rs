@@ -51,8 +51,12 @@ pub struct Running {
     pub shards: usize,
     /// The Router shards, to drain them on shutdown.
     pub routers: Vec<Recipient<messages::Drain>>,
-    /// The counts for the stats line (SIGUSR1).
-    pub stats: stats::StatsSources,
+    /// The counts for the stats line (SIGUSR1) and `GET /metrics`.
+    pub stats: std::rc::Rc<stats::StatsSources>,
+    /// The TLS and WSS listeners' certificate, replaceable (SIGHUP); `None` when both are off.
+    pub acceptor: Option<crate::tls::SharedAcceptor>,
+    /// Who takes reloaded settings (SIGHUP with -config): the ServerTable.
+    pub reload: Vec<Recipient<messages::Reload>>,
     _arbiters: Vec<Arbiter>,
 }
 
@@ -126,15 +130,27 @@ pub async fn start(
 
     let registrar = registrar::Registrar::default().start();
     // Sizes, caps and flood protection for every connection; trusted servers are exempt.
-    let guard =
-        connection::guard::Guard::new(config.limits, config.trusted_servers.iter().map(|s| s.ip));
-    let server_table =
-        server_table::ServerTableActor::new(ServerTable::from_config(config)).start();
+    let guard = connection::guard::Guard::sharing(config.limits, config.trusted_addresses.clone());
+    // Names (trusted servers', and hosts requests name) are resolved by DNS (RFC 3263).
+    let (resolver, dns_warning) = crate::dns::Resolver::new(config.dns_server);
+    if let Some(w) = dns_warning {
+        log::warn!("{w}");
+    }
+    let server_table = server_table::ServerTableActor::new(
+        ServerTable::from_config(config),
+        resolver,
+        config.trusted_addresses.clone(),
+        config.avoid_time,
+    )
+    .start();
+    crate::ops::metrics::metrics().set_trusted_servers(&config.trusted_servers);
+    crate::ops::metrics::metrics().watch_trusted_addresses(config.trusted_addresses.clone());
     let dispatcher_ctx = Context::<dispatcher::Dispatcher>::new();
     let dispatcher = dispatcher_ctx.address();
 
     let peers = router::RouterPeers {
-        server_table: server_table.recipient(),
+        server_table: server_table.clone().recipient(),
+        target_failed: server_table.clone().recipient(),
         lookup_client: registrar.clone().recipient(),
         is_registered: registrar.clone().recipient(),
         bind_client: registrar.clone().recipient(),
@@ -189,7 +205,12 @@ pub async fn start(
         events.clone(),
         guard.clone(),
     );
-    dispatcher_ctx.run(dispatcher::Dispatcher::new(udp.clone(), connector));
+    // Connections to hosts named by Request-URIs are capped; trusted servers are exempt.
+    let cap = dispatcher::OutboundCap {
+        max: config.limits.max_outbound_connections,
+        exempt: config.trusted_addresses.clone(),
+    };
+    dispatcher_ctx.run(dispatcher::Dispatcher::new(udp.clone(), connector, cap));
 
     if let Some(socket) = udp {
         connection::udp::UdpConnection::start(socket, routers.clone(), guard.clone());
@@ -207,7 +228,9 @@ pub async fn start(
         listeners,
         shards,
         routers: drains,
-        stats,
+        stats: std::rc::Rc::new(stats),
+        acceptor: tls.acceptor,
+        reload: vec![server_table.recipient()],
         _arbiters: arbiters,
     })
 }

@@ -8,8 +8,10 @@
 
 use super::messages::*;
 use crate::config::Config;
+use crate::ops::metrics::{metrics, Refusal};
 use crate::proxy::contact_token::TokenKey;
 use crate::proxy::core::{Action, Event, ProxyCore, TransactionBudget};
+use crate::routing::{Decision, Rejection};
 use actix::prelude::*;
 use log::{trace, warn};
 use std::time::{Duration, Instant};
@@ -23,11 +25,23 @@ pub struct RouterPeers {
     pub bind_client: Recipient<BindClient>,
     pub unbind_client: Recipient<UnbindClient>,
     pub dispatcher: Recipient<Deliver>,
+    /// The ServerTable again: targets that failed (failover, issue 15).
+    pub target_failed: Recipient<TargetFailed>,
 }
 
 pub struct Router {
     core: ProxyCore,
     peers: RouterPeers,
+    /// What the core is handling now, for the metrics (`ops::metrics`): when the message
+    /// that caused it arrived, and whether it was a request. `None` for timers.
+    cause: Option<Cause>,
+}
+
+/// See [`Router::cause`].
+#[derive(Clone, Copy)]
+struct Cause {
+    arrived: Instant,
+    request: bool,
 }
 
 /// How often the Router serves its timers (T1 is 500 ms; this is precise enough).
@@ -51,6 +65,7 @@ impl Router {
         Router {
             core: ProxyCore::new(config, key, shard, budget),
             peers,
+            cause: None,
         }
     }
 
@@ -67,6 +82,7 @@ impl Router {
                 bytes,
                 notify,
             } => {
+                self.count_delivery(&bytes);
                 let notify = notify.map(|tx| FailureNotice {
                     router: ctx.address().recipient(),
                     tx,
@@ -79,20 +95,30 @@ impl Router {
             }
             Action::Resolve { job, target } => {
                 let fut = self.peers.server_table.send(ResolveNextHop(target));
+                let cause = self.cause;
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    act.cause = cause;
                     let event = match res {
-                        Ok(decision) => Event::Decided(job, decision),
+                        Ok(decision) => {
+                            if matches!(decision, Decision::Reject(Rejection::UnknownHost)) {
+                                metrics().request_refused(Refusal::StrictHost);
+                            }
+                            Event::Decided(job, decision)
+                        }
                         Err(e) => {
                             warn!("server table unavailable: {e}");
                             Event::LookupFailed(job)
                         }
                     };
-                    act.feed(event, ctx)
+                    act.feed(event, ctx);
+                    act.cause = None;
                 }));
             }
             Action::LookupClient { job, user, client } => {
                 let fut = self.peers.lookup_client.send(LookupClient { user, client });
+                let cause = self.cause;
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    act.cause = cause;
                     let event = match res {
                         Ok(binding) => Event::ClientFound(job, binding),
                         Err(e) => {
@@ -100,12 +126,15 @@ impl Router {
                             Event::LookupFailed(job)
                         }
                     };
-                    act.feed(event, ctx)
+                    act.feed(event, ctx);
+                    act.cause = None;
                 }));
             }
             Action::CheckRegistered { job, source } => {
                 let fut = self.peers.is_registered.send(IsRegistered { source });
+                let cause = self.cause;
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                    act.cause = cause;
                     let event = match res {
                         Ok(registered) => Event::SourceChecked(job, registered),
                         Err(e) => {
@@ -113,7 +142,8 @@ impl Router {
                             Event::LookupFailed(job)
                         }
                     };
-                    act.feed(event, ctx)
+                    act.feed(event, ctx);
+                    act.cause = None;
                 }));
             }
             Action::Bind {
@@ -136,6 +166,49 @@ impl Router {
                 client,
                 only_flow,
             }),
+            Action::TargetFailed {
+                destination,
+                reason,
+            } => self.peers.target_failed.do_send(TargetFailed {
+                destination,
+                reason,
+            }),
+        }
+    }
+}
+
+impl Router {
+    /// Counts one delivery for the metrics: a response by status class, the time since the
+    /// message that caused it arrived, and the refusals the core answers itself (told by
+    /// their reason phrases, and only while it handles a request: a forwarded response with
+    /// the same words is not one).
+    fn count_delivery(&self, bytes: &[u8]) {
+        let m = metrics();
+        if let Some(cause) = self.cause {
+            m.observe_latency(cause.arrived.elapsed());
+        }
+        let Some(status_line) = bytes.strip_prefix(b"SIP/2.0 ") else {
+            return;
+        };
+        let code = status_line
+            .get(..3)
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse::<u16>().ok());
+        let Some(code) = code else { return };
+        m.response_sent(code);
+        if !self.cause.is_some_and(|c| c.request) || !matches!(code, 403 | 503) {
+            return;
+        }
+        let line_end = memchr::memchr(b'\r', status_line).unwrap_or(status_line.len());
+        let reason = &status_line[..line_end];
+        for (words, why) in [
+            (&b"Not From A Trusted Network"[..], Refusal::StrictClient),
+            (b"Not Registered", Refusal::RegisteredOnly),
+            (b"Too Many Transactions", Refusal::MaxTransactions),
+        ] {
+            if reason.ends_with(words) {
+                m.request_refused(why);
+            }
         }
     }
 }
@@ -152,7 +225,16 @@ impl Handler<Inbound> for Router {
                 String::from_utf8_lossy(m.msg.raw())
             );
         }
-        self.feed(Event::Message(m.msg, m.source), ctx)
+        let request = m.msg.is_request();
+        if request {
+            metrics().request_received(m.msg.method(), m.source.transport);
+        }
+        self.cause = Some(Cause {
+            arrived: Instant::now(),
+            request,
+        });
+        self.feed(Event::Message(m.msg, m.source), ctx);
+        self.cause = None;
     }
 }
 

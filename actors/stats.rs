@@ -29,6 +29,9 @@ pub struct Stats {
     pub connecting: usize,
     pub clients: usize,
     pub guard: GuardStats,
+    /// Connections open by transport, in `Transport::ALL` order (UDP always 0): the
+    /// counters of `roundabout_connections_open`.
+    pub by_transport: [i64; 5],
 }
 
 impl StatsSources {
@@ -45,6 +48,7 @@ impl StatsSources {
             connecting,
             clients: self.registrar.send(CountClients).await.unwrap_or_default(),
             guard: self.guard.stats(),
+            by_transport: crate::ops::metrics::metrics().connections_open(),
         }
     }
 }
@@ -52,7 +56,7 @@ impl StatsSources {
 impl fmt::Display for Stats {
     /// `transactions 3 [2, 1] (in flight 1), connections 4 (accepted 3, dispatcher 4,
     /// connecting 0), clients 2, refused connections 0, flooding addresses 0, flood drops 0,
-    /// responses dropped 0, requests refused 0`
+    /// responses dropped 0, requests refused 0, by transport tcp 1 tls 0 ws 0 wss 3`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let total: usize = self.transactions.iter().map(|t| t.transactions).sum();
         let in_flight: usize = self.transactions.iter().map(|t| t.in_flight).sum();
@@ -69,7 +73,7 @@ impl fmt::Display for Stats {
             "transactions {total} [{}] (in flight {in_flight}), connections {} (accepted {}, \
              dispatcher {}, connecting {}), clients {}, refused connections {}, flooding \
              addresses {}, flood drops {}, responses dropped {dropped}, requests refused \
-             {refused}",
+             {refused}, by transport tcp {} tls {} ws {} wss {}",
             per_shard.join(", "),
             g.connections,
             g.accepted,
@@ -78,7 +82,11 @@ impl fmt::Display for Stats {
             self.clients,
             g.refused,
             g.flooding,
-            g.flood_dropped
+            g.flood_dropped,
+            self.by_transport[1],
+            self.by_transport[2],
+            self.by_transport[3],
+            self.by_transport[4]
         )
     }
 }

@@ -1,11 +1,17 @@
 //! What one peer may cost Roundabout: message sizes, header count, how long a connection may
 //! hold a partial message or sit idle, how many connections there may be (in all and per
-//! source address), and how fast one address may send requests (flood protection, like
-//! Kamailio's `pike` module).
+//! source), how fast one source may send requests (flood protection, like Kamailio's `pike`
+//! module), how much may wait to be written to a peer that does not read (like Kamailio's
+//! `tcp_conn_wq_max`), and how many connections others can make Roundabout open.
+//!
+//! A source is an IPv4 address or an IPv6 /64 ([`crate::actors::connection::guard::source_key`]):
+//! one IPv6 host may use every address of its /64.
 //!
 //! The values come from the command line (`-max-udp-message`, ... see `config::flags`); the
-//! connection actors enforce them (`actors/connection/guard.rs`). Trusted servers are exempt
-//! from the per-address limits: a busy PBX or trunk is not an attacker.
+//! connection actors enforce them (`actors/connection/guard.rs`, the send queue in
+//! `actors/connection/send_queue.rs`), the Dispatcher the cap on outbound connections.
+//! Trusted servers are exempt from the per-source limits and the outbound cap: a busy PBX or
+//! trunk is not an attacker.
 
 use std::time::Duration;
 
@@ -17,6 +23,13 @@ pub const PIKE_WINDOW: Duration = Duration::from_secs(2);
 
 /// An address over the rate is blocked this long after the last window it was over in.
 pub const PIKE_BLOCK: Duration = Duration::from_secs(10);
+
+/// The default of `-max-send-queue`: 1 MiB (Kamailio's `tcp_conn_wq_max` defaults to 32 KiB,
+/// but a trunk's connection may carry a burst for thousands of calls).
+pub const DEFAULT_MAX_SEND_QUEUE: usize = 1 << 20;
+
+/// The range `-max-send-queue` accepts: 4 KiB (a few messages) to 1 GiB.
+pub const SEND_QUEUE_RANGE: std::ops::RangeInclusive<usize> = 4096..=(1 << 30);
 
 /// The limits, as set on the command line. `Default` is the documented defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,11 +47,18 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// Accepted connections open at once, from everyone (0: no limit).
     pub max_connections: usize,
-    /// Accepted connections open at once from one IP address (0: no limit).
+    /// Accepted connections open at once from one source, an IPv4 address or an IPv6 /64
+    /// (0: no limit).
     pub max_connections_per_ip: usize,
-    /// Requests (and unparseable messages) one address may send per [`PIKE_WINDOW`] before
-    /// it is blocked for [`PIKE_BLOCK`] (0: no limit).
+    /// Requests (and unparseable messages) one source (IPv4 address, IPv6 /64) may send per
+    /// [`PIKE_WINDOW`] before it is blocked for [`PIKE_BLOCK`] (0: no limit).
     pub pike_limit: u32,
+    /// Bytes accepted for writing on one connection and not yet written; a peer that lets
+    /// more pile up (it does not read) is closed (-max-send-queue).
+    pub max_send_queue: usize,
+    /// Connections Roundabout opens itself, open or being opened at once, to hosts that are
+    /// not trusted servers (0: no limit) (-max-outbound-connections).
+    pub max_outbound_connections: usize,
     /// 64*T1: Timers B and F (no answer from the next hop), and how long a transaction
     /// lingers after its final answer (-transaction-timeout).
     pub transaction_timeout: Duration,
@@ -59,6 +79,8 @@ impl Default for Limits {
             max_connections: 50_000,
             max_connections_per_ip: 100,
             pike_limit: 300,
+            max_send_queue: DEFAULT_MAX_SEND_QUEUE,
+            max_outbound_connections: 1000,
             transaction_timeout: Duration::from_secs(32),
             ringing_timeout: Duration::from_secs(181),
             max_transactions: 100_000,

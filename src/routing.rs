@@ -6,10 +6,13 @@
 //! socket, so every rule is unit-tested below.
 
 use crate::config::{Config, Ports, TrustedServer};
+use crate::dns::{Query, Resolution, Target};
 use crate::sip::uri::{host_ip, SipUri};
 use crate::sip::Transport;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 /// The id of one connection (a "flow", RFC 5626). UDP traffic has flow 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -119,10 +122,12 @@ impl Destination {
         }
     }
 
+    /// A trusted server named by IP, at its configured port and protocol.
     fn to_server(s: &TrustedServer) -> Destination {
+        let ip = s.ip().expect("only for servers named by IP");
         Destination::Address {
             transport: s.transport,
-            addr: SocketAddr::new(s.ip, s.port),
+            addr: SocketAddr::new(ip, s.port),
             tls_name: Some(s.tls_name()),
         }
     }
@@ -203,6 +208,9 @@ pub enum RouteTarget {
         transport: Option<Transport>,
         /// The Request-URI user, for the client cache when the host is Roundabout.
         user: Option<String>,
+        /// Named by a Route header: the request goes there as the route set says, without
+        /// a trusted server's route-list.
+        route: bool,
     },
     /// A peer Roundabout already knows, from the token in a contact it rewrote.
     Peer(Destination),
@@ -215,6 +223,27 @@ impl RouteTarget {
             port: uri.port,
             transport: uri.transport(),
             user: uri.user.map(String::from),
+            route: false,
+        }
+    }
+
+    /// The target of a Route header's URI.
+    pub fn from_route(uri: &SipUri<'_>) -> RouteTarget {
+        match RouteTarget::from_uri(uri) {
+            RouteTarget::Host {
+                host,
+                port,
+                transport,
+                user,
+                ..
+            } => RouteTarget::Host {
+                host,
+                port,
+                transport,
+                user,
+                route: true,
+            },
+            peer => peer,
         }
     }
 }
@@ -226,6 +255,13 @@ pub enum Decision {
     Forward {
         destination: Destination,
         request_uri: Option<String>,
+        /// Route header values to put on top of the request (a trusted server's
+        /// route-list, RFC 3261 loose routing: `destination` is the first of them).
+        routes: Vec<String>,
+        /// Where to send it next, in order, if `destination` fails before answering
+        /// (refused, TLS failure, no answer, 503): the other targets its DNS name resolved
+        /// to (RFC 3263 section 4.3).
+        alternates: Vec<Destination>,
     },
     /// The Request-URI names Roundabout: ask the client cache for `user`, and when it has no
     /// such client use `fallback` (the default SIP server), else answer 404.
@@ -247,6 +283,8 @@ pub enum Rejection {
     ClientGone,
     /// 416: not a sip:/sips: URI and no Route.
     UnsupportedScheme,
+    /// 503: the host's name does not resolve (NAPTR, SRV, A/AAAA).
+    Unresolvable,
 }
 
 impl Rejection {
@@ -256,11 +294,53 @@ impl Rejection {
             Rejection::NoSuchUser => (404, "Not Found"),
             Rejection::ClientGone => (480, "Temporarily Unavailable"),
             Rejection::UnsupportedScheme => (416, "Unsupported URI Scheme"),
+            Rejection::Unresolvable => (503, "Service Unavailable - Cannot Resolve Host"),
         }
     }
 }
 
-/// The trusted servers and the rules for hosts that are not among them.
+/// The addresses whose requests come from trusted servers: the IPs of the datasets and
+/// every address their DNS names resolve to now. One set shared (read-mostly) by the
+/// Router shards (admission rules), the connection guard (per-IP caps, flood protection)
+/// and the Dispatcher (outbound cap); the ServerTable updates it when a name resolves to
+/// other addresses.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedAddresses(std::sync::Arc<std::sync::RwLock<HashSet<IpAddr>>>);
+
+impl TrustedAddresses {
+    pub fn from_ips(ips: impl IntoIterator<Item = IpAddr>) -> TrustedAddresses {
+        let set = ips.into_iter().map(|ip| ip.to_canonical()).collect();
+        TrustedAddresses(std::sync::Arc::new(std::sync::RwLock::new(set)))
+    }
+
+    /// Whether `ip` (an IPv4-mapped address counts as its IPv4) is a trusted server's.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.read().map(|s| s.contains(&ip)).unwrap_or(false)
+    }
+
+    /// Replaces the set; returns whether it changed.
+    pub fn replace(&self, ips: impl IntoIterator<Item = IpAddr>) -> bool {
+        let new: HashSet<IpAddr> = ips.into_iter().map(|ip| ip.to_canonical()).collect();
+        match self.0.write() {
+            Ok(mut s) if *s != new => {
+                *s = new;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The trusted servers, the rules for hosts that are not among them, and what DNS said.
 #[derive(Debug, Clone)]
 pub struct ServerTable {
     pub servers: Vec<TrustedServer>,
@@ -268,6 +348,12 @@ pub struct ServerTable {
     pub strict_host: bool,
     pub default_network: Transport,
     pub local: LocalIdentity,
+    /// Names resolved (RFC 3263), filled by the ServerTable actor before it calls
+    /// [`decide`]: the trusted servers' names (kept fresh in the background) and the hosts
+    /// requests named (until their TTL).
+    pub resolved: HashMap<Query, Resolution>,
+    /// Targets that failed, until when they are tried last ([`Resolution::ordered`]).
+    pub avoided: HashMap<Target, Instant>,
 }
 
 impl ServerTable {
@@ -278,6 +364,8 @@ impl ServerTable {
             strict_host: c.strict_host,
             default_network: c.default_network,
             local: LocalIdentity::from_config(c),
+            resolved: HashMap::new(),
+            avoided: HashMap::new(),
         }
     }
 
@@ -285,27 +373,150 @@ impl ServerTable {
         self.servers.iter().find(|s| s.matches_host(host))
     }
 
-    pub fn server_for_ip(&self, ip: IpAddr) -> Option<&TrustedServer> {
-        self.servers.iter().find(|s| s.ip == ip)
+    /// The trusted server with this address (its dataset's IP, or one its name resolved
+    /// to), and the target it is reached at.
+    pub fn server_for_ip(&self, ip: IpAddr) -> Option<(&TrustedServer, Destination)> {
+        let ip = ip.to_canonical();
+        for s in &self.servers {
+            if s.ip() == Some(ip) {
+                return Some((s, Destination::to_server(s)));
+            }
+        }
+        for s in &self.servers {
+            let Some(q) = server_query(s) else { continue };
+            if let Some(t) = self
+                .resolved
+                .get(&q)
+                .and_then(|r| r.targets().find(|t| t.addr.ip().to_canonical() == ip))
+            {
+                return Some((s, target_destination(t, Some(s.tls_name()))));
+            }
+        }
+        None
+    }
+
+    /// Every address that counts as a trusted server now: the datasets' IPs and what their
+    /// names resolved to.
+    pub fn trusted_addresses(&self) -> HashSet<IpAddr> {
+        let mut set: HashSet<IpAddr> = self.servers.iter().filter_map(|s| s.ip()).collect();
+        for s in &self.servers {
+            if let Some(r) = server_query(s).and_then(|q| self.resolved.get(&q)) {
+                set.extend(r.addresses());
+            }
+        }
+        set
+    }
+
+    /// The DNS names of the trusted servers (and of their route-list entries), as queries.
+    pub fn server_queries(&self) -> Vec<Query> {
+        let mut out = Vec::new();
+        for s in self.servers.iter().chain(self.default_server.as_ref()) {
+            for q in server_query(s).into_iter().chain(route_query(s)) {
+                if !out.contains(&q) {
+                    out.push(q);
+                }
+            }
+        }
+        out
+    }
+
+    fn is_avoided(&self, t: &Target, now: Instant) -> bool {
+        self.avoided.get(t).is_some_and(|until| *until > now)
+    }
+
+    /// A route-list entry of some trusted server named by `host` (a Route of an in-dialog
+    /// request through the server's proxies), and that server.
+    fn route_entry(&self, host: &str) -> Option<&TrustedServer> {
+        let ip = host_ip(host).map(|ip| ip.to_canonical());
+        self.servers.iter().find(|s| {
+            s.routes.iter().any(|r| match (ip, r.parse::<IpAddr>()) {
+                (Some(ip), Ok(r)) => ip == r.to_canonical(),
+                _ => r.eq_ignore_ascii_case(host),
+            })
+        })
     }
 }
 
+/// The query that resolves a trusted server's DNS name (`None` for a server named by IP).
+pub fn server_query(s: &TrustedServer) -> Option<Query> {
+    s.dns_name()
+        .map(|n| Query::new(n, s.given_port, s.given_transport, s.transport))
+}
+
+/// The query for a server's first route-list entry when it is a name (A/AAAA at the
+/// server's port and protocol).
+fn route_query(s: &TrustedServer) -> Option<Query> {
+    let first = s.routes.first()?;
+    first
+        .parse::<IpAddr>()
+        .is_err()
+        .then(|| Query::new(first, Some(s.port), Some(s.transport), s.transport))
+}
+
+/// The name [`decide`] needs resolved for `target` (the ServerTable actor looks it up
+/// first when it has no fresh [`Resolution`] for it), if any.
+pub fn dns_query(table: &ServerTable, target: &RouteTarget) -> Option<Query> {
+    let RouteTarget::Host {
+        host,
+        port,
+        transport,
+        route,
+        ..
+    } = target
+    else {
+        return None;
+    };
+    if let Some(server) = table.server_for_host(host) {
+        if !route {
+            if let Some(q) = route_query(server) {
+                return Some(q);
+            }
+        }
+        return server_query(server);
+    }
+    if table.local.is_us(host, *port) {
+        return table
+            .default_server
+            .as_ref()
+            .and_then(|s| route_query(s).or_else(|| server_query(s)));
+    }
+    if host_ip(host).is_some() || table.route_entry(host).is_some() || table.strict_host {
+        return None;
+    }
+    Some(Query::new(host, *port, *transport, table.default_network))
+}
+
 /// The routing rules, in order (README "Routing"):
-/// 1. a known peer (contact token): a trusted server by its configured address, anyone else
-///    down their own flow or to their address;
-/// 2. a trusted server's IP or FQDN -> that server's port and protocol (explicit URI port or
-///    transport win);
+/// 1. a known peer (contact token): a trusted server by its configured address (or the
+///    target its name resolved to that has the peer's address), anyone else down their own
+///    flow or to their address;
+/// 2. a trusted server's IP, FQDN, DNS name or resolved address -> that server's port and
+///    protocol (explicit URI port or transport win), through its route-list when the
+///    request has no Route of its own; a DNS name gives its targets in RFC 3263 order, the
+///    first as destination and the others as alternates;
 /// 3. Roundabout itself -> the client cache by user, then -default-sip-server, else 404;
-/// 4. any other host -> 403 with -strict-host, else that host over its URI transport or
-///    -default-network.
+/// 4. a Route naming a trusted server's route-list entry -> that proxy;
+/// 5. any other host -> 403 with -strict-host, else that host over its URI transport or
+///    -default-network (a name resolved per RFC 3263).
 pub fn decide(table: &ServerTable, target: &RouteTarget) -> Decision {
+    decide_with(table, target, Instant::now(), &mut random_u32)
+}
+
+/// [`decide`] at time `now` (which failed targets are still avoided), with `random` for the
+/// weighted order of SRV records.
+pub fn decide_with(
+    table: &ServerTable,
+    target: &RouteTarget,
+    now: Instant,
+    random: &mut dyn FnMut() -> u32,
+) -> Decision {
     match target {
         RouteTarget::Peer(dest) => {
             if let Destination::Flow { remote, .. } | Destination::Address { addr: remote, .. } =
                 dest
             {
-                if let Some(server) = table.server_for_ip(remote.ip()) {
-                    return forward(Destination::to_server(server));
+                if let Some((_, to)) = table.server_for_ip(remote.ip()) {
+                    return forward(to);
                 }
             }
             forward(dest.clone())
@@ -315,27 +526,38 @@ pub fn decide(table: &ServerTable, target: &RouteTarget) -> Decision {
             port,
             transport,
             user,
+            route,
         } => {
             if let Some(server) = table.server_for_host(host) {
-                let transport = transport.unwrap_or(server.transport);
-                let port = port.unwrap_or(if transport == server.transport {
-                    server.port
+                return to_server(table, server, *port, *transport, !route, now, random);
+            }
+            // A resolved address of a DNS-named server: that very target.
+            if let Some((
+                _,
+                Destination::Address {
+                    addr,
+                    transport: t,
+                    tls_name,
+                },
+            )) = host_ip(host).and_then(|ip| table.server_for_ip(ip))
+            {
+                let t2 = transport.unwrap_or(t);
+                let port = port.unwrap_or(if t2 == t {
+                    addr.port()
                 } else {
-                    transport.default_port()
+                    t2.default_port()
                 });
                 return forward(Destination::Address {
-                    transport,
-                    addr: SocketAddr::new(server.ip, port),
-                    tls_name: Some(server.tls_name()),
+                    transport: t2,
+                    addr: SocketAddr::new(addr.ip(), port),
+                    tls_name,
                 });
             }
             if table.local.is_us(host, *port) {
-                let fallback = table.default_server.as_ref().map(|s| {
-                    Box::new(Decision::Forward {
-                        destination: Destination::to_server(s),
-                        request_uri: None,
-                    })
-                });
+                let fallback = table
+                    .default_server
+                    .as_ref()
+                    .map(|s| Box::new(to_server(table, s, None, None, true, now, random)));
                 return match user {
                     Some(u) if !u.is_empty() => Decision::AskRegistrar {
                         user: u.clone(),
@@ -346,31 +568,212 @@ pub fn decide(table: &ServerTable, target: &RouteTarget) -> Decision {
                         .unwrap_or(Decision::Reject(Rejection::NoSuchUser)),
                 };
             }
+            if let Some(server) = table.route_entry(host) {
+                // A Route (Record-Route of a dialog) through a trusted server's proxy.
+                let t = transport.unwrap_or(server.transport);
+                let p = port.unwrap_or(if t == server.transport {
+                    server.port
+                } else {
+                    t.default_port()
+                });
+                return match host_ip(host) {
+                    Some(ip) => forward(Destination::Address {
+                        transport: t,
+                        addr: SocketAddr::new(ip, p),
+                        tls_name: None,
+                    }),
+                    None => forward(Destination::Name {
+                        transport: t,
+                        host: host.clone(),
+                        port: p,
+                    }),
+                };
+            }
             if table.strict_host {
                 return Decision::Reject(Rejection::UnknownHost);
             }
-            let transport = transport.unwrap_or(table.default_network);
-            let port = port.unwrap_or(transport.default_port());
-            forward(match host_ip(host) {
-                Some(ip) => Destination::Address {
-                    transport,
-                    addr: SocketAddr::new(ip, port),
+            let t = transport.unwrap_or(table.default_network);
+            match host_ip(host) {
+                Some(ip) => forward(Destination::Address {
+                    transport: t,
+                    addr: SocketAddr::new(ip, port.unwrap_or(t.default_port())),
                     tls_name: None,
-                },
-                None => Destination::Name {
-                    transport,
-                    host: host.clone(),
-                    port,
-                },
-            })
+                }),
+                None => {
+                    let q = Query::new(host, *port, *transport, table.default_network);
+                    from_resolution(table, &q, Some(q.host.clone()), now, random)
+                }
+            }
         }
     }
+}
+
+/// To a trusted server: its address (or its name's targets), the URI's explicit port and
+/// transport winning, through its route-list when `with_routes`.
+fn to_server(
+    table: &ServerTable,
+    server: &TrustedServer,
+    port: Option<u16>,
+    transport: Option<Transport>,
+    with_routes: bool,
+    now: Instant,
+    random: &mut dyn FnMut() -> u32,
+) -> Decision {
+    if with_routes && !server.routes.is_empty() {
+        // RFC 3261 loose routing: every entry as a Route, the request to the first.
+        let routes: Vec<String> = server
+            .routes
+            .iter()
+            .map(|r| server.route_value(r))
+            .collect();
+        let first = &server.routes[0];
+        let decision = match first.parse::<IpAddr>() {
+            Ok(ip) => forward(Destination::Address {
+                transport: server.transport,
+                addr: SocketAddr::new(ip.to_canonical(), server.port),
+                tls_name: None,
+            }),
+            Err(_) => {
+                let q = Query::new(
+                    first,
+                    Some(server.port),
+                    Some(server.transport),
+                    server.transport,
+                );
+                from_resolution(table, &q, Some(q.host.clone()), now, random)
+            }
+        };
+        return match decision {
+            Decision::Forward {
+                destination,
+                request_uri,
+                alternates,
+                ..
+            } => Decision::Forward {
+                destination,
+                request_uri,
+                routes,
+                alternates,
+            },
+            other => other,
+        };
+    }
+    let Some(q) = server_query(server) else {
+        let ip = server.ip().expect("a server without a name has an IP");
+        let t = transport.unwrap_or(server.transport);
+        let p = port.unwrap_or(if t == server.transport {
+            server.port
+        } else {
+            t.default_port()
+        });
+        return forward(Destination::Address {
+            transport: t,
+            addr: SocketAddr::new(ip, p),
+            tls_name: Some(server.tls_name()),
+        });
+    };
+    let decision = from_resolution(table, &q, Some(server.tls_name()), now, random);
+    if port.is_none() && transport.is_none() {
+        return decision;
+    }
+    // An explicit URI port or transport applies to every target of the name.
+    let adjust = |d: Destination| match d {
+        Destination::Address {
+            transport: t,
+            addr,
+            tls_name,
+        } => {
+            let t2 = transport.unwrap_or(t);
+            let p = port.unwrap_or(if t2 == t {
+                addr.port()
+            } else {
+                t2.default_port()
+            });
+            Destination::Address {
+                transport: t2,
+                addr: SocketAddr::new(addr.ip(), p),
+                tls_name,
+            }
+        }
+        other => other,
+    };
+    match decision {
+        Decision::Forward {
+            destination,
+            request_uri,
+            routes,
+            alternates,
+        } => Decision::Forward {
+            destination: adjust(destination),
+            request_uri,
+            routes,
+            alternates: alternates.into_iter().map(adjust).collect(),
+        },
+        other => other,
+    }
+}
+
+/// At most this many targets of a name are tried for one request.
+const MAX_TARGETS: usize = 8;
+
+/// The targets of a resolved name in RFC 3263 order (failed ones last), as destination and
+/// alternates; 503 when it does not resolve.
+fn from_resolution(
+    table: &ServerTable,
+    q: &Query,
+    tls_name: Option<String>,
+    now: Instant,
+    random: &mut dyn FnMut() -> u32,
+) -> Decision {
+    let Some(r) = table.resolved.get(q) else {
+        return Decision::Reject(Rejection::Unresolvable);
+    };
+    let mut ordered = r
+        .ordered(&mut *random, |t| table.is_avoided(t, now))
+        .into_iter()
+        .take(MAX_TARGETS)
+        .map(|t| target_destination(&t, tls_name.clone()));
+    match ordered.next() {
+        Some(destination) => Decision::Forward {
+            destination,
+            request_uri: None,
+            routes: Vec::new(),
+            alternates: ordered.collect(),
+        },
+        None => Decision::Reject(Rejection::Unresolvable),
+    }
+}
+
+fn target_destination(t: &Target, tls_name: Option<String>) -> Destination {
+    Destination::Address {
+        transport: t.transport,
+        addr: t.addr,
+        tls_name,
+    }
+}
+
+/// A random number for the weighted order of SRV records: std's random hasher keys, so no
+/// crate is needed for it.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        static STATE: (std::collections::hash_map::RandomState, std::cell::Cell<u64>) =
+            Default::default();
+    }
+    STATE.with(|(keys, counter)| {
+        counter.set(counter.get().wrapping_add(1));
+        let mut h = keys.build_hasher();
+        h.write_u64(counter.get());
+        h.finish() as u32
+    })
 }
 
 fn forward(destination: Destination) -> Decision {
     Decision::Forward {
         destination,
         request_uri: None,
+        routes: Vec::new(),
+        alternates: Vec::new(),
     }
 }
 
@@ -401,6 +804,8 @@ mod tests {
                     wss: 8443,
                 },
             },
+            resolved: HashMap::new(),
+            avoided: HashMap::new(),
         }
     }
 
@@ -410,6 +815,7 @@ mod tests {
             port,
             transport: None,
             user: user.map(String::from),
+            route: false,
         }
     }
 
@@ -493,7 +899,9 @@ mod tests {
             decide(&table(false), &host("198.51.100.1", None, None)),
             Decision::Forward {
                 destination: addr(Transport::Tcp, "198.51.100.1:5060"),
-                request_uri: None
+                request_uri: None,
+                routes: vec![],
+                alternates: vec![]
             }
         );
         let explicit = RouteTarget::Host {
@@ -501,18 +909,259 @@ mod tests {
             port: Some(5080),
             transport: Some(Transport::Udp),
             user: None,
+            route: false,
         };
+        // A name: the ServerTable actor resolves it first (A/AAAA, the port is given).
+        let mut t = table(false);
+        let q = dns_query(&t, &explicit).expect("a name to resolve");
         assert_eq!(
-            decide(&table(false), &explicit),
+            q,
+            Query::new(
+                "carrier.example.net",
+                Some(5080),
+                Some(Transport::Udp),
+                Transport::Tcp
+            )
+        );
+        assert_eq!(
+            decide(&t, &explicit),
+            Decision::Reject(Rejection::Unresolvable)
+        );
+        t.resolved.insert(
+            q,
+            resolution(vec![(
+                0,
+                0,
+                vec![target(Transport::Udp, "198.51.100.7:5080")],
+            )]),
+        );
+        assert_eq!(
+            decide(&t, &explicit),
             Decision::Forward {
-                destination: Destination::Name {
+                destination: Destination::Address {
                     transport: Transport::Udp,
-                    host: "carrier.example.net".into(),
-                    port: 5080
+                    addr: "198.51.100.7:5080".parse().unwrap(),
+                    tls_name: Some("carrier.example.net".into()),
                 },
-                request_uri: None
+                request_uri: None,
+                routes: vec![],
+                alternates: vec![]
             }
         );
+        // With -strict-host nothing is looked up.
+        assert_eq!(dns_query(&table(true), &explicit), None);
+    }
+
+    fn target(t: Transport, a: &str) -> Target {
+        Target {
+            transport: t,
+            addr: a.parse().unwrap(),
+        }
+    }
+
+    fn resolution(entries: Vec<(u16, u16, Vec<Target>)>) -> Resolution {
+        Resolution {
+            entries: entries
+                .into_iter()
+                .map(|(priority, weight, targets)| crate::dns::Entry {
+                    priority,
+                    weight,
+                    targets,
+                })
+                .collect(),
+            valid_until: Instant::now() + std::time::Duration::from_secs(60),
+            how: String::new(),
+            error: None,
+        }
+    }
+
+    fn dest(t: Transport, a: &str, tls: &str) -> Destination {
+        Destination::Address {
+            transport: t,
+            addr: a.parse().unwrap(),
+            tls_name: Some(tls.into()),
+        }
+    }
+
+    /// A table with the SRV-named server `carrier.example` (two targets, priority 10 and
+    /// 20) resolved.
+    fn dns_table() -> ServerTable {
+        let mut t = table(true);
+        t.servers
+            .push(parse_dataset("carrier.example:trunk.example:::").unwrap());
+        let q = server_query(t.servers.last().unwrap()).unwrap();
+        t.resolved.insert(
+            q,
+            resolution(vec![
+                (20, 0, vec![target(Transport::Tcp, "198.51.100.2:5070")]),
+                (10, 0, vec![target(Transport::Tcp, "198.51.100.1:5060")]),
+            ]),
+        );
+        t
+    }
+
+    #[test]
+    fn a_dns_named_server_gives_its_targets_in_order_and_avoids_failed_ones() {
+        let mut t = dns_table();
+        let first = dest(Transport::Tcp, "198.51.100.1:5060", "trunk.example");
+        let second = dest(Transport::Tcp, "198.51.100.2:5070", "trunk.example");
+        for h in ["carrier.example", "trunk.example"] {
+            assert_eq!(
+                dns_query(&t, &host(h, None, None)),
+                Some(Query::new("carrier.example", None, None, Transport::Udp))
+            );
+            assert_eq!(
+                decide(&t, &host(h, None, Some("bob"))),
+                Decision::Forward {
+                    destination: first.clone(),
+                    request_uri: None,
+                    routes: vec![],
+                    alternates: vec![second.clone()]
+                }
+            );
+        }
+        // The preferred target failed: the other first, until the avoidance is over.
+        let now = Instant::now();
+        t.avoided.insert(
+            target(Transport::Tcp, "198.51.100.1:5060"),
+            now + std::time::Duration::from_secs(30),
+        );
+        let d = decide_with(&t, &host("carrier.example", None, None), now, &mut || 0);
+        assert!(
+            matches!(&d, Decision::Forward { destination, alternates, .. }
+                if *destination == second && *alternates == [first.clone()]),
+            "{d:?}"
+        );
+        let later = now + std::time::Duration::from_secs(31);
+        let d = decide_with(&t, &host("carrier.example", None, None), later, &mut || 0);
+        assert!(
+            matches!(&d, Decision::Forward { destination, .. } if *destination == first),
+            "{d:?}"
+        );
+        // Every address it resolved to is that trusted server.
+        let addrs = t.trusted_addresses();
+        for ip in [
+            "198.51.100.1",
+            "198.51.100.2",
+            "203.0.113.20",
+            "203.0.113.110",
+        ] {
+            assert!(addrs.contains(&ip.parse().unwrap()), "{ip}");
+        }
+        // A contact token of a server's connection leads back to that target's port.
+        let from = Destination::Flow {
+            flow: FlowId(3),
+            transport: Transport::Tcp,
+            remote: "198.51.100.2:41000".parse().unwrap(),
+        };
+        assert_eq!(
+            decide(&t, &RouteTarget::Peer(from)),
+            forward(second.clone())
+        );
+        // So does a Request-URI naming one of its addresses.
+        assert_eq!(
+            decide(&t, &host("198.51.100.2", None, None)),
+            forward(second.clone())
+        );
+        // Not resolved (yet, or at all): 503, not 403.
+        t.resolved.clear();
+        assert_eq!(
+            decide(&t, &host("carrier.example", None, None)),
+            Decision::Reject(Rejection::Unresolvable)
+        );
+        assert_eq!(Rejection::Unresolvable.status().0, 503);
+    }
+
+    #[test]
+    fn an_explicit_uri_transport_applies_to_every_target() {
+        let t = dns_table();
+        let target = RouteTarget::Host {
+            host: "carrier.example".into(),
+            port: None,
+            transport: Some(Transport::Udp),
+            user: None,
+            route: false,
+        };
+        match decide(&t, &target) {
+            Decision::Forward {
+                destination,
+                alternates,
+                ..
+            } => {
+                assert_eq!(
+                    destination,
+                    dest(Transport::Udp, "198.51.100.1:5060", "trunk.example")
+                );
+                assert_eq!(
+                    alternates,
+                    [dest(Transport::Udp, "198.51.100.2:5060", "trunk.example")]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn route_list_adds_routes_and_goes_to_the_first_entry() {
+        let mut t = table(true);
+        t.servers
+            .push(parse_dataset("192.0.2.20:pbx.test:5070:tcp:192.0.2.150/192.0.2.180").unwrap());
+        assert_eq!(
+            decide(&t, &host("pbx.test", None, Some("bob"))),
+            Decision::Forward {
+                destination: Destination::Address {
+                    transport: Transport::Tcp,
+                    addr: "192.0.2.150:5070".parse().unwrap(),
+                    tls_name: None,
+                },
+                request_uri: None,
+                routes: vec![
+                    "<sip:192.0.2.150:5070;transport=tcp;lr>".into(),
+                    "<sip:192.0.2.180:5070;transport=tcp;lr>".into()
+                ],
+                alternates: vec![]
+            }
+        );
+        // A Route left in the request (a dialog's route set) is followed as it is.
+        let by_route = RouteTarget::Host {
+            host: "192.0.2.20".into(),
+            port: Some(5070),
+            transport: Some(Transport::Tcp),
+            user: None,
+            route: true,
+        };
+        assert_eq!(
+            decide(&t, &by_route),
+            forward(dest(Transport::Tcp, "192.0.2.20:5070", "pbx.test"))
+        );
+        // A Route naming one of the proxies passes -strict-host.
+        let through_proxy = RouteTarget::Host {
+            host: "192.0.2.180".into(),
+            port: Some(5070),
+            transport: Some(Transport::Tcp),
+            user: None,
+            route: true,
+        };
+        assert_eq!(
+            decide(&t, &through_proxy),
+            forward(Destination::Address {
+                transport: Transport::Tcp,
+                addr: "192.0.2.180:5070".parse().unwrap(),
+                tls_name: None,
+            })
+        );
+        assert_eq!(dns_query(&t, &through_proxy), None);
+    }
+
+    #[test]
+    fn trusted_addresses_are_shared_and_replaced() {
+        let a = TrustedAddresses::from_ips(["192.0.2.1".parse().unwrap()]);
+        let b = a.clone();
+        assert!(b.contains(&"::ffff:192.0.2.1".parse().unwrap()));
+        assert!(a.replace(["192.0.2.2".parse().unwrap()]));
+        assert!(!a.replace(["192.0.2.2".parse().unwrap()]));
+        assert!(!b.contains(&"192.0.2.1".parse().unwrap()));
+        assert!(b.contains(&"192.0.2.2".parse().unwrap()));
     }
 
     #[test]
@@ -522,6 +1171,7 @@ mod tests {
             port: Some(5099),
             transport: Some(Transport::Udp),
             user: None,
+            route: false,
         };
         match decide(&table(true), &target) {
             Decision::Forward {
@@ -559,7 +1209,9 @@ mod tests {
             decide(&t, &RouteTarget::Peer(client.clone())),
             Decision::Forward {
                 destination: client,
-                request_uri: None
+                request_uri: None,
+                routes: vec![],
+                alternates: vec![]
             }
         );
     }

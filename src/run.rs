@@ -31,7 +31,7 @@ pub fn csr(req: &CsrRequest, out: Option<&Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs the proxy until SIGTERM or SIGINT.
+/// Runs the proxy until SIGTERM or SIGINT; SIGHUP reloads (see `ops::reload`).
 pub fn proxy(config: Config) -> ExitCode {
     let mut logger = env_logger::Builder::new();
     logger.filter_level(config.log_level);
@@ -66,11 +66,28 @@ pub fn proxy(config: Config) -> ExitCode {
     let system = actix::System::new();
     let result = system.block_on(async move {
         let tls_warnings = tls.warnings.clone();
-        let running = crate::actors::start(&config, shards, tls, key).await?;
-        print_banner(&config, &running, &tls_warnings, open_files);
-        wait_for_signal(&running).await;
+        let running = crate::actors::start(&config, shards, tls, key)
+            .await
+            .map_err(|e| e.to_string())?;
+        let metrics = match config.metrics_addr {
+            None => None,
+            Some(addr) => Some(
+                crate::ops::http::start(addr, running.stats.clone())
+                    .await
+                    .map_err(|e| {
+                        format!("cannot listen on {addr} for -metrics-addr: {e} (is another program there?)")
+                    })?,
+            ),
+        };
+        print_banner(&config, &running, &tls_warnings, open_files, metrics);
+        let mut reloader = crate::ops::reload::Reloader::new(
+            config.clone(),
+            running.acceptor.clone(),
+            running.reload.clone(),
+        );
+        wait_for_signal(&running, &mut reloader).await;
         drain(&running).await;
-        Ok::<_, crate::actors::StartError>(())
+        Ok::<_, String>(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,11 +103,22 @@ fn print_banner(
     running: &crate::actors::Running,
     tls_warnings: &[String],
     open_files: Option<crate::open_files::OpenFiles>,
+    metrics: Option<std::net::SocketAddr>,
 ) {
     use std::fmt::Write;
     let mut s = format!("roundabout {} listening on:\n", env!("CARGO_PKG_VERSION"));
     for (t, addr) in &running.listeners {
         let _ = writeln!(s, "  {t:<4} {addr}");
+    }
+    if let Some(addr) = metrics {
+        let _ = writeln!(s, "  http {addr} (GET /metrics, /health)");
+    }
+    if let Some(file) = &config.config_file {
+        let _ = writeln!(
+            s,
+            "flags from {} and the command line (SIGHUP reloads them)",
+            file.display()
+        );
     }
     let _ = writeln!(
         s,
@@ -110,7 +138,7 @@ fn print_banner(
         let _ = writeln!(s, "trusted server {server}");
     }
     if let Some(d) = &config.default_sip_server {
-        let _ = writeln!(s, "default SIP server {}", d.ip);
+        let _ = writeln!(s, "default SIP server {}", d.host);
     }
     let nets: Vec<String> = config
         .client_networks
@@ -175,17 +203,22 @@ fn on_off(b: bool) -> &'static str {
 }
 
 /// Waits for SIGTERM or SIGINT; on each SIGUSR1 meanwhile, logs the stats line (see
-/// `actors/stats.rs`).
-async fn wait_for_signal(running: &crate::actors::Running) {
+/// `actors/stats.rs`); on each SIGHUP, reloads (see `ops/reload.rs`).
+async fn wait_for_signal(
+    running: &crate::actors::Running,
+    reloader: &mut crate::ops::reload::Reloader,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     loop {
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = usr1.recv() => info!("stats: {}", running.stats.gather().await),
+            _ = hup.recv() => reloader.reload(),
         }
     }
 }
@@ -197,6 +230,8 @@ const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// leaves a moment for queued writes to reach their sockets.
 async fn drain(running: &crate::actors::Running) {
     use std::time::{Duration, Instant};
+    // GET /health answers 503 from now on: load balancers stop sending new calls.
+    crate::ops::metrics::metrics().set_draining();
     let deadline = Instant::now() + DRAIN_LIMIT;
     let mut announced = false;
     loop {

@@ -12,18 +12,51 @@
 //!   (trunks such as Teams Direct Routing ask for one).
 //!
 //! TLS 1.2 is the oldest version offered on either side.
+//!
+//! On SIGHUP, [`reload_acceptor`] reads `-tls-cert`/`-tls-key` again and the new acceptor
+//! goes into the listeners' [`SharedAcceptor`]: each accepted TLS or WSS connection takes the
+//! acceptor current at its accept, so new handshakes present the new certificate while the
+//! connections already up keep theirs and stay open. A pair that does not load leaves the
+//! running one in place.
 
 use crate::config::Config;
 use crate::csr::pem;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use tokio_native_tls::native_tls;
+
+/// The acceptor of the TLS and WSS listeners, replaceable while they run (SIGHUP).
+#[derive(Clone)]
+pub struct SharedAcceptor(Arc<RwLock<tokio_native_tls::TlsAcceptor>>);
+
+impl SharedAcceptor {
+    pub fn new(acceptor: tokio_native_tls::TlsAcceptor) -> SharedAcceptor {
+        SharedAcceptor(Arc::new(RwLock::new(acceptor)))
+    }
+
+    /// The acceptor for the connection accepted now (a cheap clone: it shares the context).
+    pub fn current(&self) -> tokio_native_tls::TlsAcceptor {
+        match self.0.read() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Later handshakes use `acceptor`; connections already up are not touched.
+    pub fn replace(&self, acceptor: tokio_native_tls::TlsAcceptor) {
+        match self.0.write() {
+            Ok(mut a) => *a = acceptor,
+            Err(poisoned) => *poisoned.into_inner() = acceptor,
+        }
+    }
+}
 
 /// What the connection actors need for TLS.
 #[derive(Clone)]
 pub struct TlsSettings {
     /// For the TLS and WSS listeners; `None` when both are off.
-    pub acceptor: Option<tokio_native_tls::TlsAcceptor>,
+    pub acceptor: Option<SharedAcceptor>,
     /// For trusted servers with protocol tls or wss.
     pub connector: tokio_native_tls::TlsConnector,
     /// Said at start-up (the self-signed certificate).
@@ -105,7 +138,11 @@ pub fn load(config: &Config) -> Result<TlsSettings, TlsError> {
         (None, false) => None,
     };
     let acceptor = match (&server_identity, listening) {
-        (Some(pair), true) => Some(acceptor(pair, &config.tls_cert, &config.tls_key)?),
+        (Some(pair), true) => Some(SharedAcceptor::new(acceptor(
+            pair,
+            &config.tls_cert,
+            &config.tls_key,
+        )?)),
         _ => None,
     };
     let connector = connector(
@@ -118,6 +155,17 @@ pub fn load(config: &Config) -> Result<TlsSettings, TlsError> {
         connector,
         warnings,
     })
+}
+
+/// Reads `-tls-cert`/`-tls-key` of `config` again for the listeners (SIGHUP). `Ok(None)`
+/// when there are no files to read (the throw-away self-signed certificate stays); an error
+/// names the file at fault, and the caller keeps the running acceptor.
+pub fn reload_acceptor(config: &Config) -> Result<Option<tokio_native_tls::TlsAcceptor>, TlsError> {
+    if !(config.tls_files_explicit || config.tls_cert.exists()) {
+        return Ok(None);
+    }
+    let pair = load_identity_files(&config.tls_cert, &config.tls_key)?;
+    acceptor(&pair, &config.tls_cert, &config.tls_key).map(Some)
 }
 
 /// A certificate chain and its key, both PEM (the key as PKCS#8).

@@ -127,7 +127,11 @@ fn service_settings() -> Vec<(&'static str, &'static str)> {
 fn unit_has_the_hardening_settings() {
     let settings = service_settings();
     let expected = [
-        ("ExecStart", "/usr/local/bin/roundabout $ROUNDABOUT_ARGS"),
+        (
+            "ExecStart",
+            "/usr/local/bin/roundabout -config /etc/roundabout/roundabout.args $ROUNDABOUT_ARGS",
+        ),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
         ("EnvironmentFile", "-/etc/default/roundabout"),
         ("Restart", "on-failure"),
         ("KillSignal", "SIGTERM"),

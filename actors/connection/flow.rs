@@ -5,15 +5,17 @@
 //! connection that receives nothing at all for `-idle-timeout` is closed.
 //!
 //! An actor keeps a [`Flow`], tells it what it hears ([`Flow::heard`],
-//! [`Flow::got_message`]), implements [`FlowActor`] (how to close the connection) and calls
-//! [`watch`] when it starts.
+//! [`Flow::got_message`]), implements [`FlowActor`] (how to close the connection, and how to
+//! give it up at once) and calls [`watch`] when it starts. What it writes goes through a
+//! [`SendQueue`](super::send_queue::SendQueue); a peer that lets more than `-max-send-queue`
+//! wait is given up ([`FlowActor::overflow`]).
 
-use super::guard::{ConnectionSlot, Guard};
+use super::guard::{ConnectionSlot, Guard, Noise};
 use crate::actors::messages::{ConnectionEvents, FlowClosed, FlowOpened, SendFrame};
 use crate::routing::{FlowId, Source};
 use crate::sip::Transport;
 use actix::prelude::*;
-use log::{debug, info};
+use log::{debug, info, warn};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -33,6 +35,8 @@ pub struct Flow {
     got_message: bool,
     /// When the peer last sent anything.
     last_heard: Instant,
+    /// Counts it in `roundabout_connections_open` while it lives.
+    _open: crate::ops::metrics::OpenConnection,
 }
 
 impl Flow {
@@ -57,6 +61,7 @@ impl Flow {
             slot,
             got_message: false,
             last_heard: Instant::now(),
+            _open: crate::ops::metrics::metrics().connection_opened(transport),
         }
     }
 
@@ -123,10 +128,42 @@ pub trait FlowActor: Actor<Context = Context<Self>> {
     /// Ends the connection (the actor stops). The caller has logged why.
     fn end(&mut self, ctx: &mut Context<Self>);
 
+    /// Drops what waits to be written and stops the actor at once (no goodbye: the peer
+    /// would not read it).
+    fn give_up(&mut self, ctx: &mut Context<Self>);
+
     /// Closes the connection with a log line that says `why`.
     fn close(&mut self, ctx: &mut Context<Self>, why: &str) {
         info!("closing {}: {why}", self.flow());
         self.end(ctx);
+    }
+
+    /// Closes the connection for something its peer sent (not SIP, too large...): as
+    /// [`FlowActor::close`], but the line is throttled per `what` and transport (one a
+    /// second, see `Guard::peer_log`), so a peer opening connection after connection to send
+    /// garbage cannot flood the log.
+    fn close_for(&mut self, ctx: &mut Context<Self>, what: &'static str, why: &str) {
+        let flow = self.flow();
+        let kind = Noise::on(what, flow.transport());
+        flow.guard()
+            .peer_log(kind, |s| info!("closing {flow}: {why}{s}"));
+        self.end(ctx);
+    }
+
+    /// The peer does not read: `queued` bytes wait already and one more message would take
+    /// them over `-max-send-queue`. The connection is given up (a throttled log line), which
+    /// reports the flow closed, so requests for a client on it get 480.
+    fn overflow(&mut self, ctx: &mut Context<Self>, queued: usize) {
+        let flow = self.flow();
+        let limit = flow.guard().limits().max_send_queue;
+        let kind = Noise::on("send queue over the limit", flow.transport());
+        flow.guard().peer_log(kind, |s| {
+            warn!(
+                "closing {flow}: the peer does not read: {queued} bytes wait to be written and \
+                 the next message would take them over {limit} (-max-send-queue){s}"
+            )
+        });
+        self.give_up(ctx);
     }
 }
 

@@ -9,10 +9,13 @@
 //!   that opens outbound connections of each.
 //! - `flow`: what the `stream` and `ws` actors share: the peer, its announcements to the
 //!   Dispatcher, and the first-message and idle timeouts.
-//! - `guard`: connection caps, flood protection and their counters, shared by all of them.
+//! - `guard`: connection caps, flood protection, the throttle of the log lines peers cause,
+//!   and their counters, shared by all of them.
+//! - `send_queue`: what waits to be written on one connection, bounded by `-max-send-queue`.
 //!
 //! Every message goes through [`handle_message`]: flood check, parse, screening; what is
-//! wrong with it is answered (400, 420, 505) or dropped right there, with a log line.
+//! wrong with it is answered (400, 420, 505) or dropped right there, with a log line (at
+//! most one a second per kind of problem: see [`guard::Guard::peer_log`]).
 //!
 //! Peer addresses are normalised where they enter ([`peer_address`]): with `-bind-ip ::` the
 //! kernel reports an IPv4 peer as `::ffff:a.b.c.d`, and everything after the edge (trusted
@@ -21,6 +24,7 @@
 
 pub mod flow;
 pub mod guard;
+pub mod send_queue;
 pub mod stream;
 pub mod tcp;
 pub mod udp;
@@ -33,7 +37,7 @@ use crate::routing::{FlowId, Source};
 use crate::sip::salvage::{reason_for, salvage};
 use crate::sip::SipMessage;
 use bytes::Bytes;
-use guard::Guard;
+use guard::{Guard, Noise};
 use log::info;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,7 +84,8 @@ pub enum Handled {
 /// map lookup; responses are not counted), then the parse (at most `-max-headers` header
 /// lines) and [`screen_request`]. A request the parser refuses is answered 400 (505 for
 /// another SIP version) when [`salvage`] finds what the answer needs; anything else that
-/// cannot be parsed is dropped. Each refusal is logged with the sender and the reason.
+/// cannot be parsed is dropped. Each refusal is logged with the sender and the reason, one
+/// line a second at most per reason and transport (with the count of those not logged).
 pub fn handle_message(
     bytes: Bytes,
     source: Source,
@@ -96,12 +101,14 @@ pub fn handle_message(
         Ok(msg) => {
             if msg.is_request() {
                 if let Some((code, reason, extra)) = screen_request(&msg) {
-                    info!(
-                        "{} from {} {} answered {code} {reason}",
-                        msg.method(),
-                        source.transport,
-                        source.remote
-                    );
+                    guard.peer_log(Noise::on(reason, source.transport), |s| {
+                        info!(
+                            "{} from {} {} answered {code} {reason}{s}",
+                            msg.method(),
+                            source.transport,
+                            source.remote
+                        )
+                    });
                     return Handled::Answered(build_response_with(
                         &msg, code, reason, None, &extra,
                     ));
@@ -110,22 +117,30 @@ pub fn handle_message(
             routers.send(Inbound { msg, source });
             Handled::Routed
         }
-        Err(e) => match salvage(&raw, reason_for(&e)) {
-            Some(s) => {
-                info!(
-                    "unparseable {} from {} {} answered {} {}: {e}",
-                    s.method, source.transport, source.remote, s.code, s.reason
-                );
-                Handled::Answered(build_salvaged_response(&s))
+        Err(e) => {
+            let reason = reason_for(&e);
+            match salvage(&raw, reason) {
+                Some(s) => {
+                    guard.peer_log(Noise::on(reason, source.transport), |more| {
+                        info!(
+                            "unparseable {} from {} {} answered {} {}: {e}{more}",
+                            s.method, source.transport, source.remote, s.code, s.reason
+                        )
+                    });
+                    Handled::Answered(build_salvaged_response(&s))
+                }
+                None => {
+                    crate::ops::metrics::metrics().unparseable_dropped();
+                    guard.peer_log(Noise::on("unparseable", source.transport), |more| {
+                        info!(
+                            "dropped an unparseable message from {} {}: {e}{more}",
+                            source.transport, source.remote
+                        )
+                    });
+                    Handled::Unparseable
+                }
             }
-            None => {
-                info!(
-                    "dropped an unparseable message from {} {}: {e}",
-                    source.transport, source.remote
-                );
-                Handled::Unparseable
-            }
-        },
+        }
     }
 }
 

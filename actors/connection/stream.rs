@@ -9,27 +9,30 @@
 //! keep-alive) for `-idle-timeout`. An accepted connection that sends no SIP message within
 //! [`FIRST_MESSAGE_TIMEOUT`] is closed too (both timeouts: [`super::flow`]). A request that
 //! is SIP but broken is answered on the connection (see [`handle_message`]), which stays
-//! open.
+//! open. A peer that does not read what is written to it is given up once more than
+//! `-max-send-queue` bytes wait ([`SendQueue`]).
 //!
 //! [`FIRST_MESSAGE_TIMEOUT`]: super::flow::FIRST_MESSAGE_TIMEOUT
 
 use super::flow::{self, Flow, FlowActor};
+use super::send_queue::{ByteOutlet, Refused, SendQueue, Sends};
 use super::{handle_message, Handled};
 use crate::actors::messages::{RouterPool, SendFrame};
 use crate::sip::framing::{FrameError, SipStreamCodec, StreamFrame};
-use actix::io::{FramedWrite, WriteHandler};
+use actix::io::WriteHandler;
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use log::debug;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
-use tokio_util::codec::{BytesCodec, Decoder, FramedRead};
+use tokio_util::codec::{Decoder, FramedRead};
 
 pub struct StreamConnection<S: AsyncRead + AsyncWrite + Unpin + 'static> {
     /// The peer, and the timeouts (heard: a frame or the start of one).
     flow: Flow,
     routers: RouterPool,
-    writer: FramedWrite<Bytes, WriteHalf<S>, BytesCodec>,
+    /// What waits to be written, at most `-max-send-queue` bytes.
+    queue: SendQueue<ByteOutlet<WriteHalf<S>>>,
     /// When the message now arriving began (`None`: none is unfinished), for slow-loris.
     partial_since: Option<Instant>,
     /// Whether a slow-loris timer is pending (at most one per connection).
@@ -81,12 +84,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
                 partial_reported: false,
             };
             ctx.add_stream(FramedRead::new(read, codec));
-            let writer = FramedWrite::new(write, BytesCodec::new(), ctx);
+            let limit = flow.guard().limits().max_send_queue;
+            let queue = SendQueue::new(ByteOutlet(write), limit);
+            SendQueue::start(ctx);
             flow.opened(ctx.address().recipient());
             StreamConnection {
                 flow,
                 routers,
-                writer,
+                queue,
                 partial_since: None,
                 partial_timer_armed: false,
             }
@@ -101,6 +106,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> FlowActor for StreamConnection
 
     fn end(&mut self, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+
+    fn give_up(&mut self, ctx: &mut Context<Self>) {
+        self.queue.abort();
+        ctx.stop();
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Sends<ByteOutlet<WriteHalf<S>>>
+    for StreamConnection<S>
+{
+    fn send_queue(&mut self) -> &mut SendQueue<ByteOutlet<WriteHalf<S>>> {
+        &mut self.queue
     }
 }
 
@@ -117,6 +135,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Actor for StreamConnection<S> 
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamConnection<S> {
+    /// Queues `bytes` for the peer; gives the connection up when the peer does not read.
+    fn write(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        match self.queue.push(bytes) {
+            Ok(()) => {}
+            Err(Refused::Full { queued }) => self.overflow(ctx, queued),
+            Err(Refused::Closing) => debug!("{} is closing: message dropped", self.flow),
+        }
+    }
+
     /// Watches the message in progress: at most one timer per connection, however many
     /// reads end mid-message (one timer per partial read piles up thousands on a busy
     /// connection). It fires `after` and closes the connection when the unfinished message
@@ -159,7 +186,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Guarded, 
                 }
                 return;
             }
-            Err(e) => return self.close(ctx, &e.to_string()),
+            Err(e) => return self.close_for(ctx, frame_error_kind(&e), &e.to_string()),
         };
         // Every frame ends whatever message was partial.
         self.partial_since = None;
@@ -170,23 +197,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Guarded, 
                     Handled::Routed => self.flow.got_message(),
                     Handled::Answered(answer) => {
                         self.flow.got_message();
-                        self.writer.write(answer);
+                        self.write(answer, ctx);
                     }
-                    Handled::Unparseable => self.close(ctx, "not a SIP message"),
+                    Handled::Unparseable => self.close_for(ctx, "not SIP", "not a SIP message"),
                     Handled::Flooding => {}
                 }
             }
-            StreamFrame::Ping => self.writer.write(Bytes::from_static(b"\r\n")),
+            StreamFrame::Ping => self.write(Bytes::from_static(b"\r\n"), ctx),
             StreamFrame::Pong => {}
         }
+    }
+}
+
+/// The kind of a framing error, for the throttle of its log line.
+fn frame_error_kind(e: &FrameError) -> &'static str {
+    match e {
+        FrameError::TooLarge { .. } => "message over -max-stream-message",
+        FrameError::BadContentLength => "unreadable Content-Length",
+        FrameError::NotSip(0x16) => "TLS on a plain connection",
+        FrameError::NotSip(_) => "cannot begin a SIP message",
+        FrameError::Io(_) => "read error",
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Handler<SendFrame> for StreamConnection<S> {
     type Result = ();
 
-    fn handle(&mut self, m: SendFrame, _: &mut Context<Self>) {
-        self.writer.write(m.0);
+    fn handle(&mut self, m: SendFrame, ctx: &mut Context<Self>) {
+        self.write(m.0, ctx);
     }
 }
 

@@ -6,11 +6,12 @@
 //! WebSocket upgrade [`CONNECT_TIMEOUT`] each when Roundabout opens it; an accepted one's
 //! TLS handshake [`CONNECT_TIMEOUT`], its upgrade [`ws::HANDSHAKE_TIMEOUT`]. A failure is
 //! `DeliveryError::Unreachable` (the request gets 503) for outbound connections, and a log
-//! line and a closed socket for accepted ones. An accepted connection over the caps of the
+//! line and a closed socket for accepted ones (both lines throttled: one a second per kind
+//! and transport, see `Guard::peer_log`). An accepted connection over the caps of the
 //! [`Guard`] (`-max-connections`, `-max-connections-per-ip`) is closed at once.
 
 use super::flow::Flow;
-use super::guard::Guard;
+use super::guard::{Guard, Noise};
 use super::next_flow_id;
 use super::stream::StreamConnection;
 use super::ws::{self, WsConnection, WsOptions};
@@ -19,6 +20,7 @@ use crate::actors::messages::{
 };
 use crate::routing::FlowId;
 use crate::sip::Transport;
+use crate::tls::SharedAcceptor;
 use actix::prelude::*;
 use log::{info, warn};
 use std::future::Future;
@@ -26,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio_native_tls::{TlsAcceptor, TlsConnector};
+use tokio_native_tls::TlsConnector;
 
 /// How long opening a connection to a next hop (TCP connect, then the TLS handshake, each)
 /// may take before the request gets 503; also the bound of an accepted TLS handshake.
@@ -40,14 +42,15 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Failed accepts are logged at most once per this interval, with the count in between.
 const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(1);
 
-/// What a listener does with an accepted TCP socket before SIP flows on it.
+/// What a listener does with an accepted TCP socket before SIP flows on it. TLS and WSS
+/// take the acceptor current at each accept (SIGHUP may replace it).
 #[derive(Clone)]
 pub enum Upgrade {
     /// Plain TCP: SIP at once.
     None,
-    Tls(TlsAcceptor),
+    Tls(SharedAcceptor),
     Ws(WsOptions),
-    Wss(TlsAcceptor, WsOptions),
+    Wss(SharedAcceptor, WsOptions),
 }
 
 impl Upgrade {
@@ -145,29 +148,40 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
         let _ = stream.set_nodelay(true);
         let routers = self.routers.clone();
         let transport = self.upgrade.transport();
+        let guard = self.guard.clone();
         let flow = Flow::new(next_flow_id(), transport, remote, self.events.clone(), slot);
         match self.upgrade.clone() {
             Upgrade::None => {
                 StreamConnection::start(stream, flow, routers);
             }
             Upgrade::Tls(acceptor) => {
-                spawn_handshake(transport, remote, CONNECT_TIMEOUT, async move {
+                let acceptor = acceptor.current();
+                spawn_handshake(guard, transport, remote, CONNECT_TIMEOUT, async move {
                     let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
                     StreamConnection::start(tls, flow, routers);
                     Ok(())
                 })
             }
-            Upgrade::Ws(options) => {
-                spawn_handshake(transport, remote, ws::HANDSHAKE_TIMEOUT, async move {
+            Upgrade::Ws(options) => spawn_handshake(
+                guard,
+                transport,
+                remote,
+                ws::HANDSHAKE_TIMEOUT,
+                async move {
                     let ws = ws::accept(stream, options, remote)
                         .await
                         .map_err(|e| e.to_string())?;
                     WsConnection::start(ws, flow, routers);
                     Ok(())
-                })
-            }
-            Upgrade::Wss(acceptor, options) => {
-                spawn_handshake(transport, remote, ws::HANDSHAKE_TIMEOUT, async move {
+                },
+            ),
+            Upgrade::Wss(acceptor, options) => spawn_handshake(
+                guard,
+                transport,
+                remote,
+                ws::HANDSHAKE_TIMEOUT,
+                async move {
+                    let acceptor = acceptor.current();
                     let tls = acceptor
                         .accept(stream)
                         .await
@@ -177,16 +191,17 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
                         .map_err(|e| e.to_string())?;
                     WsConnection::start(ws, flow, routers);
                     Ok(())
-                })
-            }
+                },
+            ),
         }
     }
 }
 
 /// Runs an accepted connection's handshake beside the listener, bounded by `limit`; a
 /// failure (a TLS error, a refused upgrade, a plain HTTP request answered 426...) closes the
-/// socket with a log line.
+/// socket with a log line (throttled per transport).
 fn spawn_handshake(
+    guard: Guard,
     transport: Transport,
     remote: SocketAddr,
     limit: Duration,
@@ -195,12 +210,15 @@ fn spawn_handshake(
     actix::spawn(async move {
         match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                info!("closing {transport} connection from {remote}: handshake failed: {e}")
-            }
-            Err(_) => {
-                info!("closing {transport} connection from {remote}: handshake took over {limit:?}")
-            }
+            Ok(Err(e)) => guard.peer_log(Noise::on("handshake failed", transport), |s| {
+                info!("closing {transport} connection from {remote}: handshake failed: {e}{s}")
+            }),
+            Err(_) => guard.peer_log(Noise::on("handshake too slow", transport), |s| {
+                info!(
+                    "closing {transport} connection from {remote}: handshake took over \
+                     {limit:?}{s}"
+                )
+            }),
         }
     });
 }
@@ -220,8 +238,14 @@ pub fn connector(
         let guard = guard.clone();
         let name = tls_name.unwrap_or_else(|| addr.ip().to_string());
         Box::pin(async move {
-            let unreachable = |what: &str, e: String| {
-                warn!("{transport} connection to {addr} ({name}) failed: {what}: {e}");
+            // Without -strict-host any request can make Roundabout dial any address: the
+            // failures are throttled like the lines peers cause.
+            let (log, shown) = (guard.clone(), name.clone());
+            let unreachable = move |what: &'static str, e: String| {
+                crate::ops::metrics::metrics().outbound_failed(addr, &shown, what);
+                log.peer_log(Noise::on(what, transport), |s| {
+                    warn!("{transport} connection to {addr} ({shown}) failed: {what}: {e}{s}")
+                });
                 DeliveryError::Unreachable
             };
             if transport == Transport::Udp {

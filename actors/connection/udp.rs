@@ -1,6 +1,6 @@
 //! The UDP socket's actor: every datagram is one SIP message (RFC 3261 18.3). Datagrams over
-//! `-max-udp-message` are dropped; what [`handle_message`] refuses is answered from here,
-//! to the datagram's source address.
+//! `-max-udp-message` are dropped (logged once a second at most, with the count); what
+//! [`handle_message`] refuses is answered from here, to the datagram's source address.
 //!
 //! Keep-alives are answered here, before any SIP parsing or flood counting: a CRLF carries
 //! nothing to answer, and a STUN Binding request (RFC 5626 section 4.4.2; see
@@ -8,7 +8,7 @@
 //! 25 s or so, and a keep-alive is never a request: it is not counted by flood protection.
 //! The source of each datagram is normalised ([`peer_address`]) before it goes any further.
 
-use super::guard::Guard;
+use super::guard::{Guard, Noise};
 use super::{handle_message, peer_address, Handled};
 use crate::actors::messages::RouterPool;
 use crate::routing::{FlowId, Source};
@@ -83,11 +83,14 @@ impl StreamHandler<Result<(BytesMut, SocketAddr), std::io::Error>> for UdpConnec
                 let peer = peer_address(remote);
                 let limit = self.guard.limits().max_udp_message;
                 if data.len() > limit {
-                    info!(
-                        "dropped a {}-byte datagram from {peer}: over the limit of {limit} bytes \
-                         (-max-udp-message)",
-                        data.len()
-                    );
+                    let kind = Noise::on("datagram over -max-udp-message", Transport::Udp);
+                    self.guard.peer_log(kind, |s| {
+                        info!(
+                            "dropped a {}-byte datagram from {peer}: over the limit of {limit} \
+                             bytes (-max-udp-message){s}",
+                            data.len()
+                        )
+                    });
                     return;
                 }
                 let source = Source {

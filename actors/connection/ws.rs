@@ -15,14 +15,17 @@
 //! within [`FIRST_MESSAGE_TIMEOUT`] is closed too, and so is any connection that receives
 //! nothing at all (no message, no ping or pong) for `-idle-timeout` (both timeouts:
 //! [`super::flow`]), or sends a message that is not SIP (binary garbage, text that
-//! cannot be answered).
+//! cannot be answered). A peer that does not read what is written to it is given up once
+//! more than `-max-send-queue` bytes wait ([`SendQueue`]).
 //!
 //! [`FIRST_MESSAGE_TIMEOUT`]: super::flow::FIRST_MESSAGE_TIMEOUT
 
 use super::flow::{self, Flow, FlowActor};
+use super::guard::Noise;
+use super::send_queue::{Refused, SendQueue, Sends, WsOutlet};
 use super::{handle_message, Handled};
 use crate::actors::messages::{RouterPool, SendFrame};
-use actix::io::{SinkWrite, WriteHandler};
+use actix::io::WriteHandler;
 use actix::prelude::*;
 use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -159,7 +162,8 @@ fn answer_handshake(
             Ok(response)
         }
         HandshakeDecision::Refuse(status, reason) => {
-            info!(
+            // The listener logs the refusal (throttled), with this reason: the answer's body.
+            debug!(
                 "WebSocket handshake from {remote} for {} refused: {reason}",
                 request.uri()
             );
@@ -231,6 +235,12 @@ impl std::fmt::Display for AcceptError {
                 f,
                 "a plain HTTP request ({request}), no WebSocket upgrade: answered 426"
             ),
+            AcceptError::Handshake(WsError::Http(refusal)) => {
+                // Refused by `answer_handshake`: its body says why.
+                let why = refusal.body().as_deref().unwrap_or_default();
+                let why = String::from_utf8_lossy(why);
+                write!(f, "refused with {}: {}", refusal.status(), why.trim_end())
+            }
             AcceptError::Handshake(e) => write!(f, "{e}"),
         }
     }
@@ -460,11 +470,14 @@ impl Liveness {
 
 type Tokio<S> = TokioAdapter<S>;
 
+type Outlet<S> = WsOutlet<WebSocketSender<Tokio<S>>>;
+
 pub struct WsConnection<S: AsyncRead + AsyncWrite + Unpin + 'static> {
     /// The peer, and the timeouts (heard: a message, a ping or a pong).
     flow: Flow,
     routers: RouterPool,
-    sink: SinkWrite<Message, WebSocketSender<Tokio<S>>>,
+    /// What waits to be written, at most `-max-send-queue` bytes.
+    queue: SendQueue<Outlet<S>>,
     liveness: Liveness,
 }
 
@@ -476,15 +489,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> WsConnection<S> {
             let (sender, receiver): (WebSocketSender<Tokio<S>>, WebSocketReceiver<Tokio<S>>) =
                 ws.split();
             ctx.add_stream(receiver);
-            let sink = SinkWrite::new(sender, ctx);
+            let limit = flow.guard().limits().max_send_queue;
+            let queue = SendQueue::new(WsOutlet(sender), limit);
+            SendQueue::start(ctx);
             flow.opened(ctx.address().recipient());
             WsConnection {
                 flow,
                 routers,
-                sink,
+                queue,
                 liveness: Liveness::default(),
             }
         })
+    }
+
+    /// Queues a message for the peer; gives the connection up when the peer does not read.
+    fn write(&mut self, message: Message, ctx: &mut Context<Self>) {
+        match self.queue.push(message) {
+            Ok(()) => {}
+            Err(Refused::Full { queued }) => self.overflow(ctx, queued),
+            Err(Refused::Closing) => debug!("{} is closing: message dropped", self.flow),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Sends<Outlet<S>> for WsConnection<S> {
+    fn send_queue(&mut self) -> &mut SendQueue<Outlet<S>> {
+        &mut self.queue
     }
 }
 
@@ -495,9 +525,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> FlowActor for WsConnection<S> 
 
     /// Ends the connection with a WebSocket close (the actor stops once it is sent).
     fn end(&mut self, ctx: &mut Context<Self>) {
-        self.sink.close();
+        self.queue.close();
         // A peer that does not read must not keep the actor alive.
         ctx.run_later(Duration::from_secs(2), |_, ctx| ctx.stop());
+    }
+
+    fn give_up(&mut self, ctx: &mut Context<Self>) {
+        self.queue.abort();
+        ctx.stop();
     }
 }
 
@@ -507,9 +542,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Actor for WsConnection<S> {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(PING_INTERVAL, |act, ctx| match act.liveness.tick() {
             Tick::Alive => {}
-            Tick::Ping => {
-                let _ = act.sink.write(Message::Ping(Bytes::new()));
-            }
+            Tick::Ping => act.write(Message::Ping(Bytes::new()), ctx),
             Tick::Close => act.close(ctx, "no answer to pings"),
         });
         flow::watch(self, ctx);
@@ -539,7 +572,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Message, 
             }
             Err(e) => {
                 let (transport, remote) = (self.flow.transport(), self.flow.remote());
-                info!("closing {transport} connection from {remote}: {e}");
+                let kind = Noise::on(ws_error_kind(&e), transport);
+                self.flow.guard().peer_log(kind, |s| {
+                    info!("closing {transport} connection from {remote}: {e}{s}")
+                });
                 ctx.stop();
                 return;
             }
@@ -555,24 +591,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<Message, 
                 self.flow.got_message();
                 <Self as Handler<SendFrame>>::handle(self, SendFrame(answer), ctx);
             }
-            Handled::Unparseable => self.close(ctx, "not a SIP message"),
+            Handled::Unparseable => self.close_for(ctx, "not SIP", "not a SIP message"),
             Handled::Flooding => {}
         }
+    }
+}
+
+/// The kind of a WebSocket read error, for the throttle of its log line.
+fn ws_error_kind(e: &WsError) -> &'static str {
+    match e {
+        WsError::Capacity(_) => "message over -max-stream-message",
+        WsError::Protocol(_) => "WebSocket protocol error",
+        WsError::Utf8(_) => "text message not UTF-8",
+        WsError::Io(_) => "read error",
+        _ => "WebSocket error",
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Handler<SendFrame> for WsConnection<S> {
     type Result = ();
 
-    fn handle(&mut self, m: SendFrame, _: &mut Context<Self>) {
+    fn handle(&mut self, m: SendFrame, ctx: &mut Context<Self>) {
         // A clone of `Bytes` shares the buffer: the message is not copied either way.
         let message = match Utf8Bytes::try_from(m.0.clone()) {
             Ok(text) => Message::Text(text),
             Err(_) => Message::Binary(m.0),
         };
-        if self.sink.write(message).is_err() {
-            debug!("{} is closing: message dropped", self.flow);
-        }
+        self.write(message, ctx);
     }
 }
 

@@ -58,11 +58,24 @@ pub struct Flags {
     #[argh(switch)]
     pub ack_ruri: bool,
 
-    /// comma-separated datasets ip:fqdn-list:port:protocol:route-list, e.g.
+    /// comma-separated datasets host:fqdn-list:port:protocol:route-list, e.g.
     /// 203.0.113.20:server.example.com:5060:tcp:  ('/' separates several fqdns or routes;
-    /// protocol is udp, tcp, tls, ws or wss) (default: none)
+    /// protocol is udp, tcp, tls, ws or wss). The host may be a DNS name, resolved per
+    /// RFC 3263: leave the port empty for SRV, and the protocol too for NAPTR
+    /// (sip.carrier.example:::udp:, carrier.example::::). route-list: proxies the requests
+    /// for the server go through first (Route headers) (default: none)
     #[argh(option)]
     pub trusted_server: Option<String>,
+
+    /// DNS server IP:PORT to resolve names with (NAPTR, SRV, A/AAAA), instead of the
+    /// system's (/etc/resolv.conf) (default: the system's)
+    #[argh(option)]
+    pub dns_server: Option<String>,
+
+    /// seconds a target that failed (refused, TLS failure, no answer, 503) is avoided when
+    /// its name resolves to others: they are tried first (default: 30)
+    #[argh(option, default = "30")]
+    pub avoid_time: u64,
 
     /// comma-separated client addresses or networks allowed to REGISTER with -strict-client,
     /// e.g. 192.0.2.0,198.51.100.7/32 (default: none)
@@ -170,20 +183,43 @@ pub struct Flags {
     #[argh(option, default = "50000")]
     pub max_connections: usize,
 
-    /// connections accepted and open at once from one IP address (trusted servers exempt);
-    /// 0 no limit (default: 100)
+    /// connections accepted and open at once from one IP address, IPv6 counted per /64
+    /// (trusted servers exempt); 0 no limit (default: 100)
     #[argh(option, default = "100")]
     pub max_connections_per_ip: usize,
 
-    /// requests one IP address may send per 2 seconds; over it, its requests are dropped for
-    /// 10 seconds (flood protection like Kamailio's pike; trusted servers exempt); 0 no limit
-    /// (default: 300)
+    /// requests one IP address (IPv6: one /64) may send per 2 seconds; over it, its requests
+    /// are dropped for 10 seconds (flood protection like Kamailio's pike; trusted servers
+    /// exempt); 0 no limit (default: 300)
     #[argh(option, default = "300")]
     pub pike_limit: u32,
+
+    /// bytes that may wait to be written on one TCP, TLS, WS or WSS connection; a peer that
+    /// does not read and lets more pile up is closed (requests for a client on it then get
+    /// 480), like Kamailio's tcp_conn_wq_max; 4096 to 1073741824 (default: 1048576)
+    #[argh(option, default = "1048576")]
+    pub max_send_queue: usize,
+
+    /// connections roundabout opens itself, at once, to hosts that are not trusted servers
+    /// (without -strict-host a Request-URI can name any host); over it such requests get 503;
+    /// 0 no limit (default: 1000)
+    #[argh(option, default = "1000")]
+    pub max_outbound_connections: usize,
 
     /// log level: error, warn, info, debug or trace; RUST_LOG overrides it (default: info)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
+
+    /// read flags from this file, one per line as in config-examples/*.args ('#' starts a
+    /// comment line); flags given on the command line override the file's. SIGHUP re-reads
+    /// it (default: none)
+    #[argh(option)]
+    pub config: Option<String>,
+
+    /// serve GET /metrics (Prometheus text) and GET /health (200, or 503 while draining) over
+    /// HTTP on this IP:PORT, e.g. 127.0.0.1:9090 (default: off)
+    #[argh(option)]
+    pub metrics_addr: Option<String>,
 
     /// write a Certificate Signing Request for -tls-key and exit
     #[argh(switch)]
@@ -328,8 +364,31 @@ pub enum Parsed {
     Error(String),
 }
 
-/// Reads the command line (without the program name).
+/// Reads the command line (without the program name). With `-config FILE`, the file's flags
+/// come first and any flag also given on the command line is taken from the command line
+/// only (see [`merge_config_file`]).
 pub fn parse(args: &[String]) -> Parsed {
+    let merged = match merge_config_file(args) {
+        Ok(m) => m,
+        Err(e) => return Parsed::Error(e),
+    };
+    let (args, from_file) = match &merged {
+        Some((merged, path)) => (merged.as_slice(), Some(path)),
+        None => (args, None),
+    };
+    match parse_args(args) {
+        Parsed::Error(e) => match from_file {
+            Some(path) => Parsed::Error(format!(
+                "{e}\n(flags read from {path} and the command line)"
+            )),
+            None => Parsed::Error(e),
+        },
+        other => other,
+    }
+}
+
+/// Reads a command line without looking at `-config`.
+fn parse_args(args: &[String]) -> Parsed {
     let normalized = match go_style_to_argh(args) {
         Ok(n) => n,
         Err(e) => return Parsed::Error(e.to_string()),
@@ -342,6 +401,100 @@ pub fn parse(args: &[String]) -> Parsed {
             Err(()) => Parsed::Error(go_style_help(early.output.trim_end())),
         },
     }
+}
+
+/// One flag as written: its name (empty for a stray argument) and its argument(s).
+type FlagGroup = (String, Vec<String>);
+
+/// Cuts a command line into flags, each with its value when it takes one (the Go spellings
+/// of [`go_style_to_argh`]); nothing is checked here.
+fn flag_groups(args: &[String]) -> Vec<FlagGroup> {
+    let mut out = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            out.push((String::new(), iter.by_ref().cloned().collect()));
+            break;
+        }
+        let name = match arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) {
+            Some(n) if !n.is_empty() => n,
+            _ => {
+                out.push((String::new(), vec![arg.clone()]));
+                continue;
+            }
+        };
+        let (name, inline) = match name.split_once('=') {
+            Some((n, _)) => (n, true),
+            None => (name, false),
+        };
+        let mut group = vec![arg.clone()];
+        let takes_value = !SWITCHES.contains(&name) && !matches!(name, "h" | "help");
+        if takes_value && !inline {
+            group.extend(iter.next().cloned());
+        }
+        out.push((name.to_string(), group));
+    }
+    out
+}
+
+/// The flags of a `-config` file: one per line, optionally followed by one space and its
+/// value, which runs verbatim to the end of the line (no quoting: a value may hold spaces).
+/// Blank lines and lines starting with `#` are skipped. The format of `config-examples/`.
+pub fn read_config_file(path: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the -config file {path}: {e}"))?;
+    let mut args = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (flag, value) = match line.split_once(' ') {
+            Some((f, v)) => (f, Some(v.trim_start())),
+            None => (line, None),
+        };
+        if !flag.starts_with('-') || flag.trim_start_matches('-').is_empty() {
+            return Err(format!(
+                "{path} line {}: '{line}' is not a flag (one flag per line, e.g. -strict-host \
+                 or -local-ip 192.0.2.5; '#' starts a comment)",
+                n + 1
+            ));
+        }
+        let name = flag.trim_start_matches('-');
+        if name == "config" || name.starts_with("config=") {
+            return Err(format!(
+                "{path} line {}: -config cannot be used inside a -config file",
+                n + 1
+            ));
+        }
+        args.push(flag.to_string());
+        args.extend(value.map(String::from));
+    }
+    Ok(args)
+}
+
+/// With `-config FILE` on the command line: the file's flags, minus those the command line
+/// gives too, then the command line (so it wins); and the file's path. `None` without it.
+pub fn merge_config_file(args: &[String]) -> Result<Option<(Vec<String>, String)>, String> {
+    let cli = flag_groups(args);
+    let Some(path) =
+        cli.iter()
+            .find(|(n, _)| n == "config")
+            .and_then(|(_, g)| match g[0].split_once('=') {
+                Some((_, v)) => Some(v.to_string()),
+                None => g.get(1).cloned(),
+            })
+    else {
+        return Ok(None); // none, or without its value: argh says so
+    };
+    let file = flag_groups(&read_config_file(&path)?);
+    let mut merged: Vec<String> = file
+        .into_iter()
+        .filter(|(name, _)| name.is_empty() || !cli.iter().any(|(n, _)| n == name))
+        .flat_map(|(_, g)| g)
+        .collect();
+    merged.extend(cli.into_iter().flat_map(|(_, g)| g));
+    Ok(Some((merged, path)))
 }
 
 /// argh prints `--name`; the program's documented spelling is `-name`.
@@ -430,6 +583,81 @@ mod tests {
         match parse(&args("-local-ip")) {
             Parsed::Error(e) => assert!(e.contains("local-ip"), "{e}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// A `-config` file in the target dir, emptied first.
+    fn config_file(name: &str, text: &str) -> String {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp/flags-unit");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn config_file_flags_with_the_command_line_over_them() {
+        let path = config_file(
+            "merge.args",
+            "# a comment\n\n-local-ip 192.0.2.5\n  -strict-host\n-udp-port 5070\n\
+             -csr-l Mountain View\n-trusted-client-ip=192.0.2.0/24\n",
+        );
+        let f = flags(&format!("-config {path}"));
+        assert_eq!(f.local_ip.as_deref(), Some("192.0.2.5"));
+        assert!(f.strict_host);
+        assert_eq!(f.udp_port, 5070);
+        assert_eq!(
+            f.csr_l.as_deref(),
+            Some("Mountain View"),
+            "values keep their spaces"
+        );
+        assert_eq!(f.trusted_client_ip.as_deref(), Some("192.0.2.0/24"));
+        assert_eq!(f.config.as_deref(), Some(path.as_str()));
+        // Every spelling on the command line wins, switches too.
+        for cli in [
+            "-udp-port 6000 -strict-host=false",
+            "--udp-port=6000 --strict-host=false",
+        ] {
+            let f = flags(&format!("-config={path} {cli}"));
+            assert_eq!(f.udp_port, 6000, "{cli}");
+            assert!(!f.strict_host, "{cli}");
+            assert_eq!(f.local_ip.as_deref(), Some("192.0.2.5"), "{cli}");
+        }
+    }
+
+    #[test]
+    fn config_file_errors_name_the_file_and_line() {
+        let missing = "/nonexistent/roundabout.args";
+        match parse(&args(&format!("-config {missing}"))) {
+            Parsed::Error(e) => assert!(e.contains(missing) && e.contains("cannot read"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        for (name, text, words) in [
+            (
+                "stray.args",
+                "-strict-host\nstrict-client\n",
+                vec!["line 2", "not a flag"],
+            ),
+            (
+                "nested.args",
+                "-config other.args\n",
+                vec!["line 1", "-config"],
+            ),
+            (
+                "unknown.args",
+                "-no-such 1\n",
+                vec!["-no-such", "unknown.args"],
+            ),
+        ] {
+            let path = config_file(name, text);
+            match parse(&args(&format!("-config {path}"))) {
+                Parsed::Error(e) => {
+                    for w in words {
+                        assert!(e.contains(w), "{w:?} not in {e}");
+                    }
+                }
+                other => panic!("{name}: {other:?}"),
+            }
         }
     }
 

@@ -102,9 +102,17 @@ pub struct Config {
     pub token_key_file: Option<PathBuf>,
     pub ack_ruri: bool,
     pub trusted_servers: Vec<TrustedServer>,
+    /// The addresses that count as trusted servers: the datasets' IPs at first; shared by
+    /// every clone of this `Config` with the ServerTable, which adds what the servers'
+    /// DNS names resolve to.
+    pub trusted_addresses: crate::routing::TrustedAddresses,
     pub client_networks: Vec<IpCidr>,
     pub default_sip_server: Option<TrustedServer>,
     pub default_network: Transport,
+    /// -dns-server: the DNS server names are resolved with; `None`: the system's.
+    pub dns_server: Option<std::net::SocketAddr>,
+    /// -avoid-time: how long a failed target is tried last among its name's targets.
+    pub avoid_time: std::time::Duration,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     /// Whether -tls-cert/-tls-key were given: then failing to load them is fatal.
@@ -120,6 +128,10 @@ pub struct Config {
     pub limits: crate::limits::Limits,
     /// Said once at start-up (skipped datasets, open relay...).
     pub warnings: Vec<String>,
+    /// -metrics-addr: where GET /metrics and /health are served; `None`: off.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// -config: the file the flags were read from (SIGHUP reads it again).
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -311,7 +323,30 @@ impl Config {
                 });
             }
         }
+        let dns_server = match &f.dns_server {
+            None => None,
+            Some(v) => Some(parse_dns_server(v).ok_or_else(|| ConfigError::BadValue {
+                flag: "dns-server",
+                value: v.clone(),
+                reason: "use IP:PORT, e.g. 127.0.0.53:53 or [2001:db8::53]:53".into(),
+            })?),
+        };
+        if !(1..=86400).contains(&f.avoid_time) {
+            return Err(ConfigError::BadValue {
+                flag: "avoid-time",
+                value: f.avoid_time.to_string(),
+                reason: "use 1 to 86400 seconds (default 30)".into(),
+            });
+        }
         let limits = limits_from_flags(&f)?;
+        let metrics_addr = match &f.metrics_addr {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| ConfigError::BadValue {
+                flag: "metrics-addr",
+                value: v.clone(),
+                reason: "use IP:PORT, e.g. 127.0.0.1:9090 ([::1]:9090 for IPv6)".into(),
+            })?),
+        };
         let ports = Ports {
             udp: f.udp_port,
             tcp: f.tcp_port,
@@ -339,10 +374,15 @@ impl Config {
             registered_only: f.registered_only,
             token_key_file: f.token_key_file.as_ref().map(PathBuf::from),
             ack_ruri: f.ack_ruri,
+            trusted_addresses: crate::routing::TrustedAddresses::from_ips(
+                trusted_servers.iter().filter_map(|s| s.ip()),
+            ),
             trusted_servers,
             client_networks,
             default_sip_server,
             default_network,
+            dns_server,
+            avoid_time: std::time::Duration::from_secs(f.avoid_time),
             tls_files_explicit: f.tls_cert.is_some() || f.tls_key.is_some(),
             tls_cert: PathBuf::from(f.tls_cert.unwrap_or_else(|| "cert.pem".into())),
             tls_key: PathBuf::from(f.tls_key.unwrap_or_else(|| "key.pem".into())),
@@ -352,8 +392,24 @@ impl Config {
             log_level,
             limits,
             warnings,
+            metrics_addr,
+            config_file: f.config.map(PathBuf::from),
         })
     }
+}
+
+/// `IP:PORT` (IPv6 in brackets), or a bare IP for port 53.
+fn parse_dns_server(v: &str) -> Option<std::net::SocketAddr> {
+    v.parse()
+        .ok()
+        .or_else(|| {
+            v.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .filter(|a| a.port() != 0)
 }
 
 /// What a trusted server's protocol costs when Roundabout's listener for it is off: over UDP
@@ -363,6 +419,10 @@ impl Config {
 fn trusted_listener_warnings(servers: &[TrustedServer], ports: &Ports) -> Vec<String> {
     let mut warnings = Vec::new();
     for s in servers {
+        // A name whose protocol NAPTR chooses: not known before it is resolved.
+        if s.dns_name().is_some() && s.given_transport.is_none() {
+            continue;
+        }
         let t = s.transport;
         if ports.get(t) != 0 {
             continue;
@@ -432,6 +492,13 @@ fn limits_from_flags(f: &Flags) -> Result<crate::limits::Limits, ConfigError> {
             "use at least 1 second",
         ));
     }
+    if !crate::limits::SEND_QUEUE_RANGE.contains(&f.max_send_queue) {
+        return Err(bad(
+            "max-send-queue",
+            f.max_send_queue.to_string(),
+            "use 4096 bytes to 1 GiB (1073741824); default 1048576",
+        ));
+    }
     if f.max_transactions == 0 {
         return Err(bad(
             "max-transactions",
@@ -462,6 +529,8 @@ fn limits_from_flags(f: &Flags) -> Result<crate::limits::Limits, ConfigError> {
         max_connections: f.max_connections,
         max_connections_per_ip: f.max_connections_per_ip,
         pike_limit: f.pike_limit,
+        max_send_queue: f.max_send_queue,
+        max_outbound_connections: f.max_outbound_connections,
         transaction_timeout: Duration::from_secs(f.transaction_timeout),
         ringing_timeout: Duration::from_secs(f.ringing_timeout),
         max_transactions: f.max_transactions,
@@ -491,6 +560,20 @@ mod tests {
     }
 
     #[test]
+    fn dns_server_and_avoid_time() {
+        let c = config("-dns-server 127.0.0.53:5353 -avoid-time 5").unwrap();
+        assert_eq!(c.dns_server, Some("127.0.0.53:5353".parse().unwrap()));
+        assert_eq!(c.avoid_time, std::time::Duration::from_secs(5));
+        let c = config("-dns-server [::1]").unwrap();
+        assert_eq!(c.dns_server, Some("[::1]:53".parse().unwrap()));
+        let c = config("").unwrap();
+        assert_eq!((c.dns_server, c.avoid_time.as_secs()), (None, 30));
+        for bad in ["-dns-server dns.example:53", "-dns-server 1.2.3.4:0", "-avoid-time 0"] {
+            assert!(config(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn default_server_must_be_trusted() {
         let c = config("-trusted-server 203.0.113.110:pbx.example.com:5060:wss: -default-sip-server pbx.example.com").unwrap();
         assert_eq!(c.default_sip_server.unwrap().port, 5060);
@@ -510,10 +593,13 @@ mod tests {
             ("-trusted-client-ip 1.2.3.4/99", "-trusted-client-ip"),
             ("-contact-header-fqdn", "-contact-header-fqdn"),
             ("-ws-path ws", "-ws-path"),
+            ("-metrics-addr 9090", "-metrics-addr"),
             ("-max-udp-message 70000", "-max-udp-message"),
             ("-max-stream-message 10", "-max-stream-message"),
             ("-max-headers 3", "-max-headers"),
             ("-partial-message-timeout 0", "-partial-message-timeout"),
+            ("-max-send-queue 100", "-max-send-queue"),
+            ("-max-send-queue 2000000000", "-max-send-queue"),
         ] {
             let e = config(args).unwrap_err().to_string();
             assert!(e.contains(flag), "{args}: {e}");
@@ -527,6 +613,11 @@ mod tests {
         assert_eq!(c.limits.max_udp_message, 65507);
         assert_eq!(c.limits.max_stream_message, 65536);
         assert_eq!(c.limits.max_connections_per_ip, 100);
+        assert_eq!(c.limits.max_send_queue, 1 << 20);
+        assert_eq!(c.limits.max_outbound_connections, 1000);
+        let c = config("-max-send-queue 4096 -max-outbound-connections 0").unwrap();
+        assert_eq!(c.limits.max_send_queue, 4096);
+        assert_eq!(c.limits.max_outbound_connections, 0);
         let c = config("-idle-timeout 0 -pike-limit 0 -max-connections-per-ip 0").unwrap();
         assert_eq!(c.limits.idle_timeout, None);
         assert_eq!(c.limits.pike_limit, 0);

@@ -1,51 +1,128 @@
-//! `-trusted-server` datasets: `ip:fqdn-list:port:protocol:route-list`.
+//! `-trusted-server` datasets: `host:fqdn-list:port:protocol:route-list`.
 //!
 //! Exactly five `:`-separated fields, `/` between several FQDNs or routes. An IPv6 address
 //! is written in brackets (`[2001:db8::1]::5060:udp:`) so its colons are not field separators.
+//!
+//! The host is an IP address or a DNS name. A name is resolved per RFC 3263 (see
+//! `crate::dns`): with the port empty its SRV records give the targets (and with the protocol
+//! empty too, its NAPTR records choose the protocol first); with a port given only its
+//! A/AAAA records are used. The route-list names the proxies a request for the server passes
+//! first (Route headers, RFC 3261 loose routing).
 
 use crate::sip::Transport;
 use std::fmt;
 use std::net::IpAddr;
 
+/// How a trusted server is named in its dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerHost {
+    Ip(IpAddr),
+    /// A DNS name (lower case), resolved per RFC 3263.
+    Name(String),
+}
+
+impl fmt::Display for ServerHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerHost::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]"),
+            ServerHost::Ip(v4) => write!(f, "{v4}"),
+            ServerHost::Name(n) => f.write_str(n),
+        }
+    }
+}
+
 /// A server Roundabout knows: where and how to reach it, and the names it goes by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedServer {
-    pub ip: IpAddr,
+    pub host: ServerHost,
     pub fqdns: Vec<String>,
+    /// The port given, else the protocol's default (for a name: used when it has no SRV
+    /// records).
     pub port: u16,
+    /// The protocol given; for a name with the field empty, UDP until NAPTR says otherwise.
     pub transport: Transport,
-    /// Parsed and shown, not yet used for routing (as in the original program).
+    /// Fields 3 and 4 as written (`None`: empty). For a name they choose the RFC 3263 steps:
+    /// no port -> SRV, no protocol either -> NAPTR first.
+    pub given_port: Option<u16>,
+    pub given_transport: Option<Transport>,
+    /// The proxies a request for this server goes through first, in order (IPv4 addresses
+    /// or names: the dataset's `:` leaves no room for IPv6), each reached on the server's port
+    /// and protocol.
     pub routes: Vec<String>,
 }
 
 impl TrustedServer {
-    /// Whether a Request-URI host names this server (its IP or any FQDN, case-insensitive).
-    pub fn matches_host(&self, host: &str) -> bool {
-        crate::sip::uri::host_ip(host).is_some_and(|ip| ip.to_canonical() == self.ip)
-            || self.fqdns.iter().any(|f| f.eq_ignore_ascii_case(host))
+    /// The server's IP address, when the dataset names it by one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match &self.host {
+            ServerHost::Ip(ip) => Some(*ip),
+            ServerHost::Name(_) => None,
+        }
     }
 
-    /// The name to present in TLS SNI and to check its certificate against.
+    /// The DNS name the dataset names the server by, if any.
+    pub fn dns_name(&self) -> Option<&str> {
+        match &self.host {
+            ServerHost::Name(n) => Some(n),
+            ServerHost::Ip(_) => None,
+        }
+    }
+
+    /// Whether a Request-URI host names this server: its IP, its DNS name or any FQDN
+    /// (case-insensitive). Addresses a name resolved to are matched by the ServerTable.
+    pub fn matches_host(&self, host: &str) -> bool {
+        let by_host = match &self.host {
+            ServerHost::Ip(ip) => {
+                crate::sip::uri::host_ip(host).is_some_and(|h| h.to_canonical() == *ip)
+            }
+            ServerHost::Name(n) => n.eq_ignore_ascii_case(host),
+        };
+        by_host || self.fqdns.iter().any(|f| f.eq_ignore_ascii_case(host))
+    }
+
+    /// The name to present in TLS SNI and to check its certificate against: the first FQDN,
+    /// else the dataset's name or IP (RFC 5922: the domain that was looked up, not an SRV
+    /// target's name).
     pub fn tls_name(&self) -> String {
         self.fqdns
             .first()
             .cloned()
-            .unwrap_or_else(|| self.ip.to_string())
+            .unwrap_or_else(|| match &self.host {
+                ServerHost::Ip(ip) => ip.to_string(),
+                ServerHost::Name(n) => n.clone(),
+            })
+    }
+
+    /// The Route header value for route-list entry `entry`:
+    /// `<sip:HOST:PORT;transport=PROTO;lr>` with this server's port and protocol.
+    pub fn route_value(&self, entry: &str) -> String {
+        let host = match entry.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+            _ => entry.to_string(),
+        };
+        format!(
+            "<sip:{host}:{};transport={};lr>",
+            self.port,
+            self.transport.name()
+        )
     }
 }
 
 impl fmt::Display for TrustedServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ip = match self.ip {
-            IpAddr::V6(v6) => format!("[{v6}]"),
-            v4 => v4.to_string(),
-        };
-        write!(f, "{ip}:{} over {}", self.port, self.transport)?;
+        match (&self.host, self.given_port, self.given_transport) {
+            (ServerHost::Name(n), None, None) => write!(f, "{n} (DNS: NAPTR, SRV, A/AAAA)")?,
+            (ServerHost::Name(n), None, Some(t)) => write!(f, "{n} over {t} (DNS: SRV, A/AAAA)")?,
+            (ServerHost::Name(n), Some(p), _) => {
+                write!(f, "{n}:{p} over {} (DNS: A/AAAA)", self.transport)?
+            }
+            (host, _, _) => write!(f, "{host}:{} over {}", self.port, self.transport)?,
+        }
         if !self.fqdns.is_empty() {
             write!(f, ", names {}", self.fqdns.join(", "))?;
         }
         if !self.routes.is_empty() {
-            write!(f, ", routes {} (not used yet)", self.routes.join(", "))?;
+            write!(f, ", through {}", self.routes.join(", "))?;
         }
         Ok(())
     }
@@ -59,6 +136,7 @@ pub enum DatasetError {
     BadFqdn(String),
     BadPort(String),
     BadProtocol(String),
+    BadRoute(String),
     Whitespace,
 }
 
@@ -67,14 +145,20 @@ impl fmt::Display for DatasetError {
         match self {
             DatasetError::FieldCount(n) => write!(
                 f,
-                "has {n} field(s), needs exactly 5 (ip:fqdn-list:port:protocol:route-list, keep empty fields' ':')"
+                "has {n} field(s), needs exactly 5 (host:fqdn-list:port:protocol:route-list, keep empty fields' ':')"
             ),
-            DatasetError::BadIp(v) => write!(f, "field 1 (ip): '{v}' is not an IP address"),
+            DatasetError::BadIp(v) => {
+                write!(f, "field 1 (host): '{v}' is not an IP address or a DNS name")
+            }
             DatasetError::BadFqdn(v) => write!(f, "field 2 (fqdn-list): '{v}' is not a host name"),
             DatasetError::BadPort(v) => write!(f, "field 3 (port): '{v}' is not a port from 1 to 65535"),
             DatasetError::BadProtocol(v) => write!(
                 f,
                 "field 4 (protocol): '{v}' is not one of udp, tcp, tls, ws, wss"
+            ),
+            DatasetError::BadRoute(v) => write!(
+                f,
+                "field 5 (route-list): '{v}' is not an IP address or a host name"
             ),
             DatasetError::Whitespace => write!(f, "contains spaces; datasets are separated by ',' without spaces"),
         }
@@ -107,31 +191,50 @@ pub fn parse_dataset(s: &str) -> Result<TrustedServer, DatasetError> {
         return Err(DatasetError::FieldCount(fields.len() + 1));
     }
     // [::ffff:192.0.2.20] is the IPv4 server 192.0.2.20: sources are compared as IPv4.
-    let ip = ip_str
-        .parse::<IpAddr>()
-        .map_err(|_| DatasetError::BadIp(ip_str.to_string()))?
-        .to_canonical();
+    let bracketed = s.starts_with('[');
+    let host = match ip_str.parse::<IpAddr>() {
+        Ok(ip) => ServerHost::Ip(ip.to_canonical()),
+        Err(_) if !bracketed && is_dns_name(ip_str) => {
+            ServerHost::Name(ip_str.to_ascii_lowercase())
+        }
+        Err(_) => return Err(DatasetError::BadIp(ip_str.to_string())),
+    };
     let fqdns = list(fields[0]);
     if let Some(bad) = fqdns.iter().find(|f| !is_hostname(f)) {
         return Err(DatasetError::BadFqdn(bad.clone()));
     }
-    let transport: Transport = fields[2]
-        .parse()
-        .map_err(|_| DatasetError::BadProtocol(fields[2].to_string()))?;
-    let port = if fields[1].is_empty() {
-        transport.default_port()
+    // A name may leave the protocol to NAPTR; an IP needs one.
+    let given_transport = match (fields[2], &host) {
+        ("", ServerHost::Name(_)) => None,
+        (p, _) => Some(
+            p.parse::<Transport>()
+                .map_err(|_| DatasetError::BadProtocol(p.to_string()))?,
+        ),
+    };
+    let transport = given_transport.unwrap_or(Transport::Udp);
+    let given_port = if fields[1].is_empty() {
+        None
     } else {
         match fields[1].parse::<u16>() {
-            Ok(p) if p > 0 => p,
+            Ok(p) if p > 0 => Some(p),
             _ => return Err(DatasetError::BadPort(fields[1].to_string())),
         }
     };
+    let routes = list(fields[3]);
+    if let Some(bad) = routes
+        .iter()
+        .find(|r| r.parse::<IpAddr>().is_err() && !is_dns_name(r))
+    {
+        return Err(DatasetError::BadRoute(bad.clone()));
+    }
     Ok(TrustedServer {
-        ip,
+        host,
         fqdns,
-        port,
+        port: given_port.unwrap_or(transport.default_port()),
         transport,
-        routes: list(fields[3]),
+        given_port,
+        given_transport,
+        routes,
     })
 }
 
@@ -162,6 +265,12 @@ fn list(field: &str) -> Vec<String> {
         .collect()
 }
 
+/// A name to look up: a host name with at least one letter (so that a mistyped address
+/// such as `203.0.113.300` stays an error instead of a DNS query).
+fn is_dns_name(s: &str) -> bool {
+    is_hostname(s) && s.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
 fn is_hostname(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
@@ -181,7 +290,7 @@ mod tests {
     #[test]
     fn minimum_and_full_datasets() {
         let s = parse_dataset("203.0.113.20::5060:tcp:").unwrap();
-        assert_eq!(s.ip.to_string(), "203.0.113.20");
+        assert_eq!(s.ip().unwrap().to_string(), "203.0.113.20");
         assert!(s.fqdns.is_empty() && s.routes.is_empty());
         assert_eq!((s.port, s.transport), (5060, Transport::Tcp));
         let s = parse_dataset(
@@ -200,7 +309,7 @@ mod tests {
     #[test]
     fn ipv6_and_default_port() {
         let s = parse_dataset("[2001:db8::1]:::tls:").unwrap();
-        assert_eq!(s.ip.to_string(), "2001:db8::1");
+        assert_eq!(s.ip().unwrap().to_string(), "2001:db8::1");
         assert_eq!(s.port, 5061);
         assert!(s.matches_host("[2001:db8::1]"));
         assert_eq!(s.tls_name(), "2001:db8::1");
@@ -209,7 +318,7 @@ mod tests {
     #[test]
     fn ipv4_mapped_server_is_ipv4() {
         let s = parse_dataset("[::ffff:192.0.2.20]::5060:udp:").unwrap();
-        assert_eq!(s.ip.to_string(), "192.0.2.20");
+        assert_eq!(s.ip().unwrap().to_string(), "192.0.2.20");
         assert!(s.matches_host("192.0.2.20"));
         assert!(s.matches_host("[::ffff:192.0.2.20]"));
         let s = parse_dataset("192.0.2.20::5060:udp:").unwrap();
@@ -248,6 +357,54 @@ mod tests {
             Err(BadProtocol("".into()))
         );
         assert_eq!(parse_dataset("1.2.3.4:: 5060:tcp:"), Err(Whitespace));
+    }
+
+    #[test]
+    fn dns_names_choose_the_rfc3263_steps() {
+        let s = parse_dataset("SIP.Carrier.example:carrier.example:5060:udp:").unwrap();
+        assert_eq!(s.host, ServerHost::Name("sip.carrier.example".into()));
+        assert_eq!(s.ip(), None);
+        assert_eq!(
+            (s.given_port, s.given_transport),
+            (Some(5060), Some(Transport::Udp))
+        );
+        assert!(s.matches_host("sip.carrier.EXAMPLE"));
+        assert!(s.matches_host("carrier.example"));
+        assert_eq!(s.tls_name(), "carrier.example");
+        let srv = parse_dataset("carrier.example::::").unwrap();
+        assert_eq!((srv.given_port, srv.given_transport), (None, None));
+        assert_eq!((srv.port, srv.transport), (5060, Transport::Udp));
+        assert_eq!(srv.tls_name(), "carrier.example");
+        assert!(srv.to_string().contains("NAPTR"), "{srv}");
+        let srv = parse_dataset("carrier.example:::tls:").unwrap();
+        assert_eq!((srv.given_port, srv.port), (None, 5061));
+        // An IP needs its protocol; a mistyped address is not taken for a name.
+        assert_eq!(
+            parse_dataset("192.0.2.1::5060::"),
+            Err(DatasetError::BadProtocol("".into()))
+        );
+        assert_eq!(
+            parse_dataset("192.0.2.300::5060:udp:"),
+            Err(DatasetError::BadIp("192.0.2.300".into()))
+        );
+    }
+
+    #[test]
+    fn route_list_entries_become_route_values() {
+        let s = parse_dataset("192.0.2.20::5070:tcp:192.0.2.150/edge.example").unwrap();
+        assert_eq!(s.routes, vec!["192.0.2.150", "edge.example"]);
+        assert_eq!(
+            s.route_value(&s.routes[0]),
+            "<sip:192.0.2.150:5070;transport=tcp;lr>"
+        );
+        assert_eq!(
+            s.route_value("2001:db8::5"),
+            "<sip:[2001:db8::5]:5070;transport=tcp;lr>"
+        );
+        assert_eq!(
+            parse_dataset("192.0.2.20::5070:tcp:a..b"),
+            Err(DatasetError::BadRoute("a..b".into()))
+        );
     }
 
     #[test]

@@ -97,6 +97,13 @@ pub enum Action {
         client: Option<String>,
         only_flow: Option<FlowId>,
     },
+    /// Failover (issue 15): a target of a name resolved by DNS failed before answering
+    /// (`reason`: refused or unreachable, no answer, 503). The ServerTable tries it last for
+    /// a while (-avoid-time).
+    TargetFailed {
+        destination: Destination,
+        reason: &'static str,
+    },
 }
 
 /// The next hop side of a forwarded request.
@@ -141,6 +148,20 @@ struct ProxyTx {
     register: Option<Box<RegisterContext>>,
     /// Waiting for the ServerTable or Registrar.
     resolving: bool,
+    /// Failover: set while the next hop came from a DNS name with other targets and has
+    /// not answered with a provisional above 100 (see [`ProxyCore::fail_over`]).
+    failover: Option<Box<Failover>>,
+}
+
+/// RFC 3263 failover (issue 15): what it takes to send the request again to the next target
+/// of its server's DNS name when the current one fails before answering.
+#[derive(Debug)]
+struct Failover {
+    /// The targets still to try, in order.
+    alternates: Vec<Destination>,
+    request_uri: Option<String>,
+    our_routes: usize,
+    routes: Vec<String>,
 }
 
 impl ProxyTx {
@@ -175,6 +196,10 @@ struct Pending {
     request_uri: Option<String>,
     /// How many of our own Route values to pop.
     our_routes: usize,
+    /// Route values to add on top (a trusted server's route-list).
+    routes: Vec<String>,
+    /// The other targets of the next hop's DNS name, for failover.
+    alternates: Vec<Destination>,
     /// The Registrar had no such client: use this instead.
     fallback: Option<Box<Decision>>,
 }
@@ -292,8 +317,9 @@ pub struct ProxyCore {
     strict_client: bool,
     registered_only: bool,
     client_networks: Vec<IpCidr>,
-    /// Requests from these addresses are never refused by the admission rules.
-    trusted_servers: Vec<std::net::IpAddr>,
+    /// Requests from these addresses are never refused by the admission rules: shared
+    /// with the ServerTable, which adds the addresses trusted servers' names resolve to.
+    trusted_servers: crate::routing::TrustedAddresses,
     ack_ruri: bool,
     timers: Timers,
     /// -max-transactions, counted over all shards.
@@ -341,7 +367,7 @@ impl ProxyCore {
             strict_client: config.strict_client,
             registered_only: config.registered_only,
             client_networks: config.client_networks.clone(),
-            trusted_servers: config.trusted_servers.iter().map(|s| s.ip).collect(),
+            trusted_servers: config.trusted_addresses.clone(),
             ack_ruri: config.ack_ruri,
             timers: Timers::from_limits(&config.limits),
             budget,
@@ -524,7 +550,7 @@ impl ProxyCore {
         let target = if let Some(route) = next_route {
             match NameAddr::parse(route)
                 .ok()
-                .and_then(|n| n.uri().ok().map(|u| RouteTarget::from_uri(&u)))
+                .and_then(|n| n.uri().ok().map(|u| RouteTarget::from_route(&u)))
             {
                 Some(t) => t,
                 None => return self.reply_stateless(&msg, &source, 400, "Malformed Route"),
@@ -640,6 +666,8 @@ impl ProxyCore {
             job,
             request_uri: a.request_uri,
             our_routes: a.our_routes,
+            routes: Vec::new(),
+            alternates: Vec::new(),
             fallback: None,
         };
         self.resolve(a.target, pending);
@@ -739,6 +767,7 @@ impl ProxyCore {
             ringing_gave_up: false,
             register,
             resolving: true,
+            failover: None,
         };
         self.by_key.insert(key, id);
         self.txs.insert(id, Box::new(tx));
@@ -825,10 +854,14 @@ impl ProxyCore {
             Decision::Forward {
                 destination,
                 request_uri,
+                routes,
+                alternates,
             } => {
                 if request_uri.is_some() {
                     pending.request_uri = request_uri;
                 }
+                pending.routes = routes;
+                pending.alternates = alternates;
                 self.forward(destination, pending)
             }
             Decision::Reject(r) => {
@@ -936,6 +969,7 @@ impl ProxyCore {
                     &branch,
                     pending.request_uri.as_deref(),
                     pending.our_routes,
+                    &pending.routes,
                     false,
                 );
                 debug!("{} {} -> {destination}", msg.method(), msg.request_uri());
@@ -965,6 +999,7 @@ impl ProxyCore {
                     &branch,
                     pending.request_uri.as_deref(),
                     pending.our_routes,
+                    &pending.routes,
                     tx.register.is_some(),
                 );
                 debug!(
@@ -985,6 +1020,15 @@ impl ProxyCore {
                     branch: branch.clone(),
                     hop: built.hop,
                 }));
+                if !pending.alternates.is_empty() {
+                    // Kept to send it again if this target fails (a retry keeps the rest).
+                    tx.failover = Some(Box::new(Failover {
+                        alternates: pending.alternates,
+                        request_uri: pending.request_uri,
+                        our_routes: pending.our_routes,
+                        routes: pending.routes,
+                    }));
+                }
                 if invite {
                     // Timer C starts with the INVITE (RFC 3261 16.6 step 11).
                     tx.ringing_until = Some(self.now + t.ringing);
@@ -1061,6 +1105,10 @@ impl ProxyCore {
         if fate == ResponseFate::Absorb {
             return self.cleanup(id);
         }
+        // 503 (ACKed above): the next target of the name, if there is one (RFC 3263 4.3).
+        if status == 503 && self.fail_over(id, "503") {
+            return;
+        }
 
         if status < 200 {
             self.on_provisional(id, status, &msg, &source);
@@ -1080,6 +1128,8 @@ impl ProxyCore {
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
+        // The caller heard this target: no failover to another from now on.
+        tx.failover = None;
         if tx.ringing_until.is_some() && !tx.ringing_gave_up {
             // Timer C restarts on every provisional above 100 (16.7 step 2).
             tx.ringing_until = Some(self.now + t.ringing);
@@ -1296,6 +1346,9 @@ impl ProxyCore {
 
     /// Timer B or F: the next hop never answered.
     fn on_client_timeout(&mut self, id: TxId) {
+        if self.fail_over(id, "no answer (Timer B/F)") {
+            return;
+        }
         let Some(tx) = self.txs.get(&id) else { return };
         info!(
             "{} {} timed out at {:?}",
@@ -1351,6 +1404,15 @@ impl ProxyCore {
     }
 
     fn on_delivery_failed(&mut self, id: TxId, error: DeliveryError) {
+        let live = self.txs.get(&id).is_some_and(|tx| {
+            !tx.server.has_final() && tx.down.as_ref().is_some_and(|d| !d.tx.is_terminated())
+        });
+        if live
+            && error == DeliveryError::Unreachable
+            && self.fail_over(id, "refused or unreachable")
+        {
+            return;
+        }
         let Some(tx) = self.txs.get_mut(&id) else {
             return;
         };
@@ -1380,6 +1442,60 @@ impl ProxyCore {
             DeliveryError::Unreachable => self.respond_locally(id, 503, "Service Unavailable"),
         }
         self.cleanup(id);
+    }
+
+    /// Failover (issue 15, RFC 3263 section 4.3): the next hop failed (`reason`) before any
+    /// provisional above 100. Tells the ServerTable (it tries that target last for a while)
+    /// and, when the name had other targets, sends the request to the next one, as a new
+    /// client transaction under a new id: the old attempt's timers and failure notices,
+    /// keyed by the old id, then find nothing. Returns false (the caller then answers as
+    /// before) when there is no failover state, nothing left to try, a final was sent or
+    /// the caller cancelled.
+    fn fail_over(&mut self, id: TxId, reason: &'static str) -> bool {
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return false;
+        };
+        let (Some(f), Some(down)) = (tx.failover.as_mut(), tx.down.as_ref()) else {
+            return false;
+        };
+        self.out.push(Action::TargetFailed {
+            destination: down.destination.clone(),
+            reason,
+        });
+        if f.alternates.is_empty() || tx.server.has_final() || !matches!(tx.cancel, Cancel::None) {
+            return false;
+        }
+        let next = f.alternates.remove(0);
+        info!(
+            "{} {}: {} failed ({reason}), trying {next}",
+            tx.method, down.hop.request_uri, down.destination
+        );
+        let pending = Pending {
+            job: Job::Tx(id), // replaced below
+            request_uri: f.request_uri.clone(),
+            our_routes: f.our_routes,
+            routes: f.routes.clone(),
+            alternates: Vec::new(),
+            fallback: None,
+        };
+        let Some(mut tx) = self.txs.remove(&id) else {
+            return false;
+        };
+        if let Some(old) = tx.down.take() {
+            self.by_branch.remove(&old.branch);
+        }
+        let new_id = self.next_id;
+        self.next_id += 1;
+        self.by_key.insert(tx.key.clone(), new_id);
+        self.txs.insert(new_id, tx);
+        self.forward(
+            next,
+            Pending {
+                job: Job::Tx(new_id),
+                ..pending
+            },
+        );
+        true
     }
 
     /// Forgets a transaction once both sides are over.
@@ -1572,6 +1688,8 @@ mod tests {
                         Decision::Forward {
                             destination: to.clone(),
                             request_uri: None,
+                            routes: Vec::new(),
+                            alternates: Vec::new(),
                         },
                     )));
                 } else {
@@ -2014,6 +2132,197 @@ mod tests {
             only_flow: Some(FlowId(42))
         }));
         assert_eq!(statuses_to(&a, &caller.reply_destination()), [480]);
+    }
+
+    /// Answers the Resolve among `actions` with `decision` (issue 15's tests).
+    fn decided(h: &mut Harness, actions: Vec<Action>, decision: Decision) -> Vec<Action> {
+        let mut out = Vec::new();
+        for a in actions {
+            match a {
+                Action::Resolve { job, .. } => {
+                    out.extend(h.feed(Event::Decided(job, decision.clone())))
+                }
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    fn other_server(t: Transport) -> Destination {
+        Destination::Address {
+            transport: t,
+            addr: "198.51.100.77:5060".parse().unwrap(),
+            tls_name: None,
+        }
+    }
+
+    fn failed_targets(actions: &[Action]) -> Vec<(Destination, &'static str)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::TargetFailed {
+                    destination,
+                    reason,
+                } => Some((destination.clone(), *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn with_alternate(t: Transport) -> Decision {
+        Decision::Forward {
+            destination: server(t),
+            request_uri: None,
+            routes: Vec::new(),
+            alternates: vec![other_server(t)],
+        }
+    }
+
+    #[test]
+    fn route_list_goes_on_top_and_the_cancel_carries_it() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let proxy = server(Transport::Udp);
+        let a = h.caller_sends(invite(), caller);
+        let routes = vec![
+            "<sip:198.51.100.9:5060;transport=udp;lr>".to_string(),
+            "<sip:198.51.100.10:5060;transport=udp;lr>".to_string(),
+        ];
+        let a = decided(
+            &mut h,
+            a,
+            Decision::Forward {
+                destination: proxy.clone(),
+                request_uri: None,
+                routes,
+                alternates: Vec::new(),
+            },
+        );
+        let sent = sent_to(&a, &proxy).remove(0);
+        let text = String::from_utf8_lossy(&sent).to_string();
+        assert!(
+            text.starts_with("INVITE sip:bob@198.51.100.2 SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Route: <sip:198.51.100.9:5060;transport=udp;lr>, \
+                 <sip:198.51.100.10:5060;transport=udp;lr>\r\n"
+            ),
+            "{text}"
+        );
+        h.feed(Event::Message(
+            response_to(&sent, 180, Some("b1")),
+            server_source(Transport::Udp),
+        ));
+        let a = h.caller_sends(request("CANCEL", "z9hG4bK-c1", ""), caller);
+        let cancel = sent_to(&a, &proxy)
+            .into_iter()
+            .find(|b| b.starts_with(b"CANCEL"))
+            .expect("CANCEL sent");
+        assert!(
+            String::from_utf8_lossy(&cancel).contains("Route: <sip:198.51.100.9:5060"),
+            "{}",
+            String::from_utf8_lossy(&cancel)
+        );
+    }
+
+    #[test]
+    fn a_refused_target_fails_over_to_the_next_before_the_caller_hears_of_it() {
+        let mut h = Harness::new();
+        let caller = tcp_caller();
+        let a = h.caller_sends(invite(), caller);
+        let a = decided(&mut h, a, with_alternate(Transport::Tcp));
+        let first = sent_to(&a, &server(Transport::Tcp)).remove(0);
+        let Some(Action::Deliver {
+            notify: Some(id), ..
+        }) = a.iter().find(|a| {
+            matches!(
+                a,
+                Action::Deliver {
+                    notify: Some(_),
+                    ..
+                }
+            )
+        })
+        else {
+            panic!("{a:?}")
+        };
+        let a = h.feed(Event::DeliveryFailed(*id, DeliveryError::Unreachable));
+        assert_eq!(
+            failed_targets(&a),
+            [(server(Transport::Tcp), "refused or unreachable")]
+        );
+        assert!(
+            statuses_to(&a, &caller.reply_destination()).is_empty(),
+            "{a:?}"
+        );
+        let second = sent_to(&a, &other_server(Transport::Tcp)).remove(0);
+        // A new client transaction: a new branch, the same request.
+        let via = |b: &Bytes| {
+            SipMessage::parse(b.clone())
+                .unwrap()
+                .first_value(HeaderName::Via)
+                .unwrap()
+                .to_string()
+        };
+        assert_ne!(via(&first), via(&second));
+        // The second one answers: its 200 goes to the caller.
+        let a = h.feed(Event::Message(
+            response_to(&second, 200, Some("b2")),
+            Source {
+                transport: Transport::Tcp,
+                remote: "198.51.100.77:5060".parse().unwrap(),
+                flow: FlowId(12),
+            },
+        ));
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [200]);
+        // The first attempt's Timer B, long after, finds nothing.
+        assert!(statuses_to(&h.tick_at(secs(40)), &caller.reply_destination()).is_empty());
+    }
+
+    #[test]
+    fn timer_b_and_503_fail_over_and_the_last_target_answers_the_caller() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let a = h.caller_sends(invite(), caller);
+        let a = decided(&mut h, a, with_alternate(Transport::Udp));
+        assert_eq!(sent_to(&a, &server(Transport::Udp)).len(), 1);
+        // Nothing from the first target: Timer B moves the request to the second.
+        let a = h.tick_at(secs(32));
+        assert_eq!(
+            failed_targets(&a),
+            [(server(Transport::Udp), "no answer (Timer B/F)")]
+        );
+        assert!(statuses_to(&a, &caller.reply_destination()).is_empty());
+        let second = sent_to(&a, &other_server(Transport::Udp)).remove(0);
+        // The second answers 503: ACKed, reported, and (nothing left) sent upstream.
+        let a = h.feed(Event::Message(
+            response_to(&second, 503, Some("x")),
+            Source {
+                transport: Transport::Udp,
+                remote: "198.51.100.77:5060".parse().unwrap(),
+                flow: FlowId::UDP,
+            },
+        ));
+        assert_eq!(methods_to(&a, &other_server(Transport::Udp)), ["ACK"]);
+        assert_eq!(failed_targets(&a), [(other_server(Transport::Udp), "503")]);
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [503]);
+    }
+
+    #[test]
+    fn a_ringing_target_is_kept_even_if_it_fails_later() {
+        let mut h = Harness::new();
+        let caller = udp_caller();
+        let a = h.caller_sends(invite(), caller);
+        let a = decided(&mut h, a, with_alternate(Transport::Udp));
+        let sent = sent_to(&a, &server(Transport::Udp)).remove(0);
+        let src = server_source(Transport::Udp);
+        h.feed(Event::Message(response_to(&sent, 180, Some("b1")), src));
+        let a = h.feed(Event::Message(response_to(&sent, 503, Some("b1")), src));
+        assert!(failed_targets(&a).is_empty());
+        assert!(sent_to(&a, &other_server(Transport::Udp)).is_empty());
+        assert_eq!(statuses_to(&a, &caller.reply_destination()), [503]);
     }
 
     #[test]

@@ -535,7 +535,9 @@ pub struct BuiltRequest {
 /// received/rport), Record-Route for dialog-creating requests (two when the transport
 /// changes, RFC 5658), our own Routes popped, Max-Forwards decremented, the Request-URI
 /// replaced when `request_uri` is set, and Contact rewritten (REGISTER: for the server's
-/// side, without token; otherwise with a token naming the sender).
+/// side, without token; otherwise with a token naming the sender). `routes` (a trusted
+/// server's route-list, issue 15) go on top as Route values: the request is sent to the
+/// first of them (RFC 3261 loose routing), and its CANCEL and ACK carry them too.
 #[allow(clippy::too_many_arguments)]
 pub fn build_request(
     msg: &SipMessage,
@@ -548,6 +550,7 @@ pub fn build_request(
     branch: &str,
     request_uri: Option<&str>,
     our_routes: usize,
+    routes: &[String],
     register: bool,
 ) -> BuiltRequest {
     // Lines are joined with `concat` (one exact-size allocation) rather than `format!`,
@@ -571,6 +574,9 @@ pub fn build_request(
         rw.prepend.push(["Record-Route: ", &inbound].concat());
     }
     remove_first_values(msg, HeaderName::Route, our_routes, &mut rw);
+    if !routes.is_empty() {
+        rw.prepend.push(["Route: ", &routes.join(", ")].concat());
+    }
     if let (Some(v), Some((i, line))) = (source_via, msg.first(HeaderName::Via)) {
         if let Some(first) = iter_values(line).next() {
             if v != &line[first.clone()] {
@@ -592,9 +598,10 @@ pub fn build_request(
         OutgoingHop {
             request_uri,
             via,
-            routes: msg
-                .values(HeaderName::Route)
-                .skip(our_routes)
+            routes: routes
+                .iter()
+                .map(String::as_str)
+                .chain(msg.values(HeaderName::Route).skip(our_routes))
                 .map(String::from)
                 .collect(),
             from: msg.first_value(HeaderName::From).unwrap_or("").to_string(),

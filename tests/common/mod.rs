@@ -714,3 +714,35 @@ pub fn sipp_call_counts(stat_file: &Path) -> Option<(u64, u64)> {
     };
     Some((column("SuccessfulCall(C)")?, column("FailedCall(C)")?))
 }
+
+// ----- Added for tests/security/limits.rs ------------------------------------------------
+
+impl Peers {
+    /// `roundabout` with `args` and its log filtered by `rust_log` (e.g. `info`) instead of
+    /// the tests' `debug` (too many lines for a load of tens of thousands of messages); it
+    /// runs under env(1), which execs it, so the process id is Roundabout's. Otherwise as
+    /// [`Peers::roundabout`].
+    pub fn roundabout_logging(
+        &self,
+        rust_log: &str,
+        args: &[&str],
+        ready_on: &[(SocketAddr, Transport)],
+    ) -> Proc {
+        let mut cmd = Command::new(required_tool("env"));
+        cmd.arg(format!("RUST_LOG={rust_log}"))
+            .arg(env!("CARGO_BIN_EXE_roundabout"))
+            .args(args);
+        self.start_roundabout(cmd, ready_on)
+    }
+}
+
+/// The resident memory of process `pid` in KiB (`VmRSS` of /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}

@@ -830,3 +830,25 @@ impl Link {
             .ok()
     }
 }
+
+// ----- Added for tests/security/limits.rs ------------------------------------------------
+
+impl Link {
+    /// Reads (and drops) whatever the other side sent until it closes a TCP or TLS link:
+    /// the bytes read, or None when the connection is still open after `limit`.
+    pub async fn drained_until_closed(&mut self, limit: Duration) -> Option<usize> {
+        let Io::Stream { io, buf } = &mut self.io else {
+            panic!("{:?}: not a TCP or TLS link", self.kind)
+        };
+        let mut total = std::mem::take(buf).len();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(total),
+                Ok(Ok(n)) => total += n,
+            }
+        }
+    }
+}
