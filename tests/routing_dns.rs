@@ -9,7 +9,8 @@
 //!   127.0.0.6): calls go to the preferred one, move to the other when it is stopped
 //!   (refused), answers 503 or does not answer (Timer B), and come back when it returns; a
 //!   changed A record is picked up when its TTL runs out, and the trusted addresses follow
-//!   it; a name that does not resolve gets 503 at once, with a log line.
+//!   it; a host that is no trusted server is located the same way; a name that does not
+//!   resolve gets 503 at once, with a log line.
 //!
 //! Addresses: Roundabout 127.0.0.1, SIPp caller 127.0.0.2, the servers 127.0.0.3 and
 //! 127.0.0.6, Kamailio 127.0.0.4, a stranger 127.0.0.7, dnsmasq 127.0.0.8. Every wait is
@@ -504,4 +505,29 @@ fn an_unresolvable_name_gets_503_quickly_with_a_log_line() {
         assert!(took < Duration::from_secs(2), "{ruri}: 503 after {took:?}");
         assert!(rb.output().contains(line), "{line:?}\n{}", rb.report());
     }
+}
+
+/// Without -strict-host a host that is no trusted server is located the same way: NAPTR ->
+/// SRV -> A, the preferred target first.
+#[test]
+fn an_unknown_host_is_located_by_naptr_and_srv() {
+    let p = Peers::new();
+    let (p1, p2) = (p.uas.port(), p.port());
+    let sip1 = SocketAddr::from((UAS_IP, p1));
+    let dns = SocketAddr::from((DNS_IP, p.port()));
+    let _dns = dnsmasq(&p, dns, &carrier_records("udp", p1, p2));
+    let dns_flag = dns.to_string();
+    let rb = p.roundabout_udp_tcp(&["-ack-ruri", "-dns-server", &dns_flag]);
+    let uas = p.sipp_server("uas-call.xml", sip1, Transport::Udp, &[]);
+    call_named(&p, "carrier.rbt.test").unwrap_or_else(|e| panic!("call: {e}\n{}", rb.report()));
+    uas.wait_success(SIPP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("sip1: {e}\n{}", rb.report()));
+    assert!(
+        rb.output().contains(&format!(
+            "resolved carrier.rbt.test: udp:{sip1}, udp:{}:{p2} (NAPTR carrier.rbt.test -> udp -> SRV _sip._udp.carrier.rbt.test",
+            BACKUP_IP
+        )),
+        "{}",
+        rb.report()
+    );
 }
