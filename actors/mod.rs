@@ -55,7 +55,7 @@ pub struct Running {
     pub stats: std::rc::Rc<stats::StatsSources>,
     /// The TLS and WSS listeners' certificate, replaceable (SIGHUP); `None` when both are off.
     pub acceptor: Option<crate::tls::SharedAcceptor>,
-    /// Who takes reloaded settings (SIGHUP with -config): the ServerTable.
+    /// Who takes reloaded settings (SIGHUP with -config): the ServerTable and the Routers.
     pub reload: Vec<Recipient<messages::Reload>>,
     _arbiters: Vec<Arbiter>,
 }
@@ -161,6 +161,7 @@ pub async fn start(
     let mut arbiters = Vec::with_capacity(shards);
     let mut routers = Vec::with_capacity(shards);
     let mut drains = Vec::with_capacity(shards);
+    let mut reload: Vec<Recipient<messages::Reload>> = vec![server_table.clone().recipient()];
     let mut counts = Vec::with_capacity(shards);
     // -max-transactions holds for all shards together.
     let budget = crate::proxy::core::TransactionBudget::new(config.limits.max_transactions);
@@ -181,6 +182,7 @@ pub async fn start(
             addr
         };
         drains.push(addr.clone().recipient());
+        reload.push(addr.clone().recipient());
         counts.push(addr.clone().recipient());
         routers.push(addr.recipient());
     }
@@ -230,7 +232,7 @@ pub async fn start(
         routers: drains,
         stats: std::rc::Rc::new(stats),
         acceptor: tls.acceptor,
-        reload: vec![server_table.recipient()],
+        reload,
         _arbiters: arbiters,
     })
 }

@@ -246,6 +246,14 @@ impl Handler<DeliveryFailed> for Router {
     }
 }
 
+impl Handler<Reload> for Router {
+    type Result = ();
+
+    fn handle(&mut self, m: Reload, _: &mut Context<Self>) {
+        self.core.reconfigure(&m.0)
+    }
+}
+
 impl Handler<Drain> for Router {
     type Result = usize;
 

@@ -66,6 +66,9 @@ pub fn proxy(config: Config) -> ExitCode {
     let system = actix::System::new();
     let result = system.block_on(async move {
         let tls_warnings = tls.warnings.clone();
+        // Before anything listens: a SIGHUP (systemctl reload) or SIGTERM that comes during
+        // start-up then waits for the loop instead of killing the process.
+        let mut signals = Signals::install();
         let running = crate::actors::start(&config, shards, tls, key)
             .await
             .map_err(|e| e.to_string())?;
@@ -85,7 +88,7 @@ pub fn proxy(config: Config) -> ExitCode {
             running.acceptor.clone(),
             running.reload.clone(),
         );
-        wait_for_signal(&running, &mut reloader).await;
+        signals.wait(&running, &mut reloader).await;
         drain(&running).await;
         Ok::<_, String>(())
     });
@@ -202,23 +205,39 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
-/// Waits for SIGTERM or SIGINT; on each SIGUSR1 meanwhile, logs the stats line (see
-/// `actors/stats.rs`); on each SIGHUP, reloads (see `ops/reload.rs`).
-async fn wait_for_signal(
-    running: &crate::actors::Running,
-    reloader: &mut crate::ops::reload::Reloader,
-) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = usr1.recv() => info!("stats: {}", running.stats.gather().await),
-            _ = hup.recv() => reloader.reload(),
+/// The signals the proxy answers, caught from start-up on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+            usr1: signal(SignalKind::user_defined1()).expect("SIGUSR1 handler"),
+            hup: signal(SignalKind::hangup()).expect("SIGHUP handler"),
+        }
+    }
+
+    /// Waits for SIGTERM or SIGINT; on each SIGUSR1 meanwhile, logs the stats line (see
+    /// `actors/stats.rs`); on each SIGHUP, reloads (see `ops/reload.rs`).
+    async fn wait(
+        &mut self,
+        running: &crate::actors::Running,
+        reloader: &mut crate::ops::reload::Reloader,
+    ) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.usr1.recv() => info!("stats: {}", running.stats.gather().await),
+                _ = self.hup.recv() => reloader.reload(),
+            }
         }
     }
 }

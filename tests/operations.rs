@@ -244,7 +244,8 @@ fn dashboard_queries_only_served_metrics() {
     let p = Peers::new();
     let metrics_addr = SocketAddr::from((common::PROXY_IP, p.port()));
     let maddr = metrics_addr.to_string();
-    let _rb = p.roundabout_udp_tcp(&["-metrics-addr", &maddr]);
+    let mut rb = p.roundabout_udp_tcp(&["-metrics-addr", &maddr]);
+    banner(&mut rb); // the metrics listener opens just after the SIP ones
     let (_, text) = http_get(metrics_addr, "/metrics");
     let served: std::collections::BTreeSet<&str> = text
         .lines()
@@ -341,13 +342,14 @@ async fn outbound_failures_and_unparseable_messages_are_counted() {
         not_tls.ip(),
         not_tls.port()
     );
-    let _rb = p.roundabout_udp_tcp(&[
+    let mut rb = p.roundabout_udp_tcp(&[
         "-strict-host",
         "-trusted-server",
         &servers,
         "-metrics-addr",
         &maddr,
     ]);
+    banner(&mut rb);
     let connect =
         format!(r#"roundabout_outbound_failures_total{{server="{refused}/tcp",stage="connect"}}"#);
     let tls =
@@ -582,6 +584,39 @@ async fn reload_of_trusted_servers_applies_to_the_next_request() {
     );
 }
 
+/// A reload that turns -strict-client on (and then lets the client's network in) applies to
+/// the next request, counted by reason in `/metrics`.
+#[tokio::test]
+async fn reload_of_admission_rules_applies_to_the_next_request() {
+    let p = Peers::new();
+    let mut srv = Server::listen(Kind::Udp, p.uas, None).await;
+    let metrics_addr = SocketAddr::from((common::PROXY_IP, p.port()));
+    let file = write_file(p.dir(), "roundabout.args", &config_text(&p, &[p.uas], ""));
+    let proxy = udp_only(&p);
+    let maddr = metrics_addr.to_string();
+    let rb = p.roundabout(
+        &["-config", &file, "-metrics-addr", &maddr],
+        &[(p.proxy, Transport::Udp), (p.proxy, Transport::Tcp)],
+    );
+    let mut c = Link::connect(Kind::Udp, UAC_IP.into(), &proxy).await;
+    let mut s = srv.link().await;
+    assert_eq!(options(&mut c, p.uas, Some(&mut s), 1).await, 200);
+
+    let strict = "-strict-client\n-trusted-client-ip 127.0.0.9/32\n";
+    std::fs::write(&file, config_text(&p, &[p.uas], strict)).unwrap();
+    let out = reload(&rb, "reload done");
+    assert!(out.contains("strict-client on"), "{out}");
+    assert_eq!(options(&mut c, p.uas, None, 2).await, 403);
+    let series = r#"roundabout_requests_refused_total{reason="strict_client"}"#;
+    wait_metric(metrics_addr, series, 1.0);
+
+    let allowed = "-strict-client\n-trusted-client-ip 127.0.0.9/32,127.0.0.2/32\n";
+    std::fs::write(&file, config_text(&p, &[p.uas], allowed)).unwrap();
+    reload(&rb, "reload done");
+    assert_eq!(options(&mut c, p.uas, Some(&mut s), 3).await, 200);
+    wait_metric(metrics_addr, series, 1.0);
+}
+
 /// A file that does not parse, a port change, and a key that does not match its
 /// certificate: the first and last change nothing at all (not even the parts that would
 /// load), the port change is said to wait for a restart.
@@ -741,6 +776,7 @@ async fn health_is_503_while_draining() {
         "-metrics-addr",
         &maddr,
     ]);
+    banner(&mut rb);
     assert_eq!(http_get(metrics_addr, "/health"), (200, "ok\n".to_string()));
     let proxy = udp_only(&p);
     let mut c = Link::connect(Kind::Udp, UAC_IP.into(), &proxy).await;

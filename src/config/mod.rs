@@ -568,7 +568,11 @@ mod tests {
         assert_eq!(c.dns_server, Some("[::1]:53".parse().unwrap()));
         let c = config("").unwrap();
         assert_eq!((c.dns_server, c.avoid_time.as_secs()), (None, 30));
-        for bad in ["-dns-server dns.example:53", "-dns-server 1.2.3.4:0", "-avoid-time 0"] {
+        for bad in [
+            "-dns-server dns.example:53",
+            "-dns-server 1.2.3.4:0",
+            "-avoid-time 0",
+        ] {
             assert!(config(bad).is_err(), "{bad}");
         }
     }

@@ -9,10 +9,12 @@
 //!   (`tls::SharedAcceptor`); handshakes from then on present it, connections already up keep
 //!   theirs.
 //! - With `-config`: the flags are read again (the file, then the command line over it, as at
-//!   start) and the trusted servers, `-strict-host`, `-default-sip-server` and
-//!   `-default-network` go to the ServerTable (message `Reload`): the next request is routed
-//!   by them. The listeners' ports and addresses, and the other settings fixed at start, keep
-//!   their running values; a change to one of them is logged as waiting for a restart.
+//!   start) and sent (message `Reload`) to the ServerTable (trusted servers, `-strict-host`,
+//!   `-default-sip-server`, `-default-network`) and to every Router shard (`-strict-client`,
+//!   `-registered-only`, the client networks, `-ack-ruri`, the transaction timers and
+//!   `-max-transactions`): the next request is handled by them. The listeners' ports and
+//!   addresses, and the other settings fixed at start, keep their running values; a change
+//!   to one of them is logged as waiting for a restart.
 
 use crate::actors::messages::Reload;
 use crate::config::{Command, Config};
@@ -27,7 +29,7 @@ pub struct Reloader {
     current: Config,
     /// The TLS and WSS listeners' acceptor; `None` when both are off.
     acceptor: Option<SharedAcceptor>,
-    /// Who takes new settings (the ServerTable).
+    /// Who takes new settings (the ServerTable and the Router shards).
     targets: Vec<Recipient<Reload>>,
     /// Reads the command line again (the process's own arguments; tests give theirs).
     args: Box<dyn Fn() -> Vec<String>>,
@@ -88,16 +90,21 @@ impl Reloader {
         for w in applied.warnings.iter().filter(|w| w.contains("skipped")) {
             warn!("reload: {w}");
         }
+        let on = |b: bool| if b { "on" } else { "off" };
         info!(
-            "reload done from {}: {} trusted server(s), strict-host {}, default SIP server {}, \
-             unknown hosts over {}",
+            "reload done from {}: {} trusted server(s), strict-host {}, strict-client {}, \
+             registered-only {}, {} trusted client network(s), default SIP server {}, unknown \
+             hosts over {}",
             applied
                 .config_file
                 .as_deref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             applied.trusted_servers.len(),
-            if applied.strict_host { "on" } else { "off" },
+            on(applied.strict_host),
+            on(applied.strict_client),
+            on(applied.registered_only),
+            applied.client_networks.len(),
             applied
                 .default_sip_server
                 .as_ref()
@@ -112,6 +119,16 @@ impl Reloader {
             default_sip_server: applied.default_sip_server.clone(),
             strict_host: applied.strict_host,
             default_network: applied.default_network,
+            strict_client: applied.strict_client,
+            registered_only: applied.registered_only,
+            client_networks: applied.client_networks.clone(),
+            ack_ruri: applied.ack_ruri,
+            limits: crate::limits::Limits {
+                max_transactions: applied.limits.max_transactions,
+                transaction_timeout: applied.limits.transaction_timeout,
+                ringing_timeout: applied.limits.ringing_timeout,
+                ..self.current.limits
+            },
             tls_cert: applied.tls_cert.clone(),
             tls_key: applied.tls_key.clone(),
             tls_files_explicit: applied.tls_files_explicit,
@@ -179,34 +196,20 @@ fn fixed_changes(running: &Config, new: &Config) -> Vec<String> {
         identity,
     );
     let later = "it is not reloaded yet";
+    // The Routers take -max-transactions and the transaction timers; the rest of the
+    // limits belong to the connections.
+    let connection_limits = |l: &crate::limits::Limits| crate::limits::Limits {
+        max_transactions: 0,
+        transaction_timeout: std::time::Duration::ZERO,
+        ringing_timeout: std::time::Duration::ZERO,
+        ..*l
+    };
     check(
-        "-strict-client",
-        running.strict_client.to_string(),
-        new.strict_client.to_string(),
-        later,
-    );
-    check(
-        "-registered-only",
-        running.registered_only.to_string(),
-        new.registered_only.to_string(),
-        later,
-    );
-    check(
-        "-trusted-client-ip/-trusted-client-mask",
-        format!("{:?}", running.client_networks),
-        format!("{:?}", new.client_networks),
-        later,
-    );
-    check(
-        "-ack-ruri",
-        running.ack_ruri.to_string(),
-        new.ack_ruri.to_string(),
-        later,
-    );
-    check(
-        "the limits (-max-*, -*-timeout, -pike-limit)",
-        format!("{:?}", running.limits),
-        format!("{:?}", new.limits),
+        "the connection limits (-max-connections*, -pike-limit, -max-*-message, \
+         -max-headers, -max-send-queue, -max-outbound-connections, -idle-timeout, \
+         -partial-message-timeout)",
+        format!("{:?}", connection_limits(&running.limits)),
+        format!("{:?}", connection_limits(&new.limits)),
         later,
     );
     check(
@@ -238,12 +241,13 @@ mod tests {
         let running = config("-udp-port 5060 -strict-host");
         let same = config("-udp-port 5060 -strict-host -trusted-server 192.0.2.1::5060:udp:");
         assert!(fixed_changes(&running, &same).is_empty());
-        let moved = config("-udp-port 5070 -bind-ip 0.0.0.0 -strict-client");
+        let moved = config("-udp-port 5070 -bind-ip 0.0.0.0 -strict-client -pike-limit 5");
         let lines = fixed_changes(&running, &moved).join("\n");
+        assert!(!lines.contains("-strict-client"), "{lines}");
         for words in [
             "-udp-port changed from 5060 to 5070",
             "-bind-ip changed from 127.0.0.1 to 0.0.0.0",
-            "-strict-client",
+            "-pike-limit",
         ] {
             assert!(lines.contains(words), "{words:?} in {lines}");
         }

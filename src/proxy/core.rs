@@ -440,6 +440,20 @@ impl ProxyCore {
         }
     }
 
+    /// A reload (SIGHUP with -config): the admission rules (-strict-client,
+    /// -registered-only, the client networks), -ack-ruri, the timers and -max-transactions of
+    /// `config` apply from the next request on. Transactions in flight keep the timers they
+    /// have already set; the trusted servers are shared with the ServerTable, which updates
+    /// them.
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.strict_client = config.strict_client;
+        self.registered_only = config.registered_only;
+        self.client_networks = config.client_networks.clone();
+        self.ack_ruri = config.ack_ruri;
+        self.timers = Timers::from_limits(&config.limits);
+        self.budget.max = config.limits.max_transactions;
+    }
+
     /// Shutting down: refuse new transactions; returns how many are still unanswered.
     pub fn drain(&mut self) -> usize {
         self.draining = true;
