@@ -35,6 +35,8 @@ pub struct Router {
     /// What the core is handling now, for the metrics (`ops::metrics`): when the message
     /// that caused it arrived, and whether it was a request. `None` for timers.
     cause: Option<Cause>,
+    /// The core's actions for the event at hand; kept to reuse its allocation.
+    actions: Vec<Action>,
 }
 
 /// See [`Router::cause`].
@@ -66,13 +68,18 @@ impl Router {
             core: ProxyCore::new(config, key, shard, budget),
             peers,
             cause: None,
+            actions: Vec::new(),
         }
     }
 
     fn feed(&mut self, event: Event, ctx: &mut Context<Self>) {
-        for action in self.core.handle(event, Instant::now()) {
+        // One buffer for every event (no list of actions allocated per message).
+        let mut actions = std::mem::take(&mut self.actions);
+        self.core.handle_into(event, Instant::now(), &mut actions);
+        for action in actions.drain(..) {
             self.carry(action, ctx);
         }
+        self.actions = actions;
     }
 
     fn carry(&mut self, action: Action, ctx: &mut Context<Self>) {

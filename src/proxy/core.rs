@@ -1114,8 +1114,9 @@ impl ProxyCore {
         let Some(down) = tx.down.as_mut() else { return };
         let mut steps = Vec::new();
         let fate = down.tx.on_response(status, &t, &mut steps);
-        let response_to = msg.first_value(HeaderName::To).unwrap_or("").to_string();
-        self.apply_client(id, false, steps, &response_to);
+        // Borrowed, not copied: only an ACK for a non-2xx final needs it.
+        let response_to = msg.first_value(HeaderName::To).unwrap_or("");
+        self.apply_client(id, false, steps, response_to);
         if fate == ResponseFate::Absorb {
             return self.cleanup(id);
         }
