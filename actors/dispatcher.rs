@@ -5,10 +5,13 @@
 //! 503 (or 480 for a client whose connection is gone) instead of silence.
 //!
 //! Without `-strict-host` a Request-URI may name any host, and each new (transport, address)
-//! makes Roundabout open a connection: [`OutboundCap`] bounds how many of those, to hosts
-//! that are not trusted servers, are open or being opened at once
-//! (`-max-outbound-connections`); over it a request gets 503 at once.
+//! makes Roundabout open a connection: `-max-outbound-connections` bounds how many of those,
+//! to hosts that are not trusted servers, are open or being opened at once; over it a
+//! request gets 503 at once. The cap and the trusted servers' addresses are the connection
+//! guard's (`connection::guard`), read at each new connection, so a reload applies to the
+//! next one and leaves those open alone.
 
+use super::connection::guard::Guard;
 use super::messages::*;
 use crate::log_throttle::{LogThrottles, PEER_LOG_INTERVAL};
 use crate::routing::{Destination, FlowId};
@@ -25,16 +28,6 @@ use tokio::net::UdpSocket;
 /// A message waiting for its connection, and whom to tell if it cannot be sent.
 type Queued = (Bytes, Option<FailureNotice>);
 
-/// The cap on the connections Roundabout opens itself to hosts that are not trusted servers.
-#[derive(Debug, Clone, Default)]
-pub struct OutboundCap {
-    /// At most this many open or being opened at once; 0: no limit.
-    pub max: usize,
-    /// The trusted servers' addresses (shared with the ServerTable, which adds what their
-    /// DNS names resolve to): connections to them are not counted.
-    pub exempt: crate::routing::TrustedAddresses,
-}
-
 pub struct Dispatcher {
     udp: Option<Arc<UdpSocket>>,
     /// Whether the UDP socket is IPv6 (`-bind-ip ::`): IPv4 peers are then sent to at their
@@ -45,7 +38,8 @@ pub struct Dispatcher {
     by_addr: HashMap<(Transport, SocketAddr), FlowId>,
     /// Messages waiting for a connection being opened.
     connecting: HashMap<(Transport, SocketAddr), Vec<Queued>>,
-    cap: OutboundCap,
+    /// `-max-outbound-connections`, and the trusted servers' addresses (not counted).
+    guard: Guard,
     /// Connections opened by Roundabout to hosts that are not trusted servers, still open.
     dialed: HashSet<FlowId>,
     /// Such connections being opened.
@@ -56,7 +50,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(udp: Option<Arc<UdpSocket>>, connector: Connector, cap: OutboundCap) -> Self {
+    pub fn new(udp: Option<Arc<UdpSocket>>, connector: Connector, guard: Guard) -> Self {
         let udp_is_ipv6 = udp
             .as_ref()
             .and_then(|s| s.local_addr().ok())
@@ -68,7 +62,7 @@ impl Dispatcher {
             flows: HashMap::new(),
             by_addr: HashMap::new(),
             connecting: HashMap::new(),
-            cap,
+            guard,
             dialed: HashSet::new(),
             dialing: 0,
             noise: LogThrottles::new(PEER_LOG_INTERVAL),
@@ -78,11 +72,12 @@ impl Dispatcher {
     /// Whether a new connection to `addr` counts under the cap (it is not a trusted
     /// server's), and `Err` with what is open when the cap is reached.
     fn may_dial(&self, addr: SocketAddr) -> Result<bool, usize> {
-        if self.cap.exempt.contains(&addr.ip().to_canonical()) {
+        if self.guard.is_exempt(addr.ip()) {
             return Ok(false);
         }
+        let max = self.guard.limits().max_outbound_connections;
         let open = self.dialed.len() + self.dialing;
-        if self.cap.max > 0 && open >= self.cap.max {
+        if max > 0 && open >= max {
             return Err(open);
         }
         Ok(true)
@@ -308,5 +303,46 @@ impl Handler<CountFlows> for Dispatcher {
 
     fn handle(&mut self, _: CountFlows, _: &mut Context<Self>) -> MessageResult<CountFlows> {
         MessageResult((self.flows.len(), self.connecting.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Limits;
+
+    fn dispatcher(guard: Guard) -> Dispatcher {
+        let never: Connector =
+            std::rc::Rc::new(|_, _, _| Box::pin(async { Err(DeliveryError::Unreachable) }));
+        Dispatcher::new(None, never, guard)
+    }
+
+    #[test]
+    fn the_outbound_cap_is_read_at_each_new_connection() {
+        let trusted: SocketAddr = "192.0.2.99:5060".parse().unwrap();
+        let host: SocketAddr = "198.51.100.1:5060".parse().unwrap();
+        let cap = |max| Limits {
+            max_outbound_connections: max,
+            ..Limits::default()
+        };
+        let guard = Guard::new(cap(2), [trusted.ip()]);
+        let mut d = dispatcher(guard.clone());
+        d.dialing = 2;
+        assert_eq!(d.may_dial(host), Err(2));
+        assert_eq!(
+            d.may_dial(trusted),
+            Ok(false),
+            "trusted servers are not counted"
+        );
+        guard.set_limits(cap(3));
+        assert_eq!(d.may_dial(host), Ok(true), "raised by a reload");
+        guard.set_limits(cap(1));
+        assert_eq!(
+            d.may_dial(host),
+            Err(2),
+            "lowered: the two stay, a third waits"
+        );
+        guard.set_limits(cap(0));
+        assert_eq!(d.may_dial(host), Ok(true), "0: no limit");
     }
 }

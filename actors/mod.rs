@@ -55,6 +55,11 @@ pub struct Running {
     pub stats: std::rc::Rc<stats::StatsSources>,
     /// The TLS and WSS listeners' certificate, replaceable (SIGHUP); `None` when both are off.
     pub acceptor: Option<crate::tls::SharedAcceptor>,
+    /// The outbound TLS context (client certificate, CAs), replaceable (SIGHUP).
+    pub connector: crate::tls::SharedConnector,
+    /// The connection limits of the listeners, the connections and the Dispatcher (SIGHUP
+    /// with -config replaces them).
+    pub guard: connection::guard::Guard,
     /// Who takes reloaded settings (SIGHUP with -config): the ServerTable and the Routers.
     pub reload: Vec<Recipient<messages::Reload>>,
     _arbiters: Vec<Arbiter>,
@@ -114,9 +119,7 @@ pub async fn start(
             Transport::Wss => Upgrade::Wss(acceptor(), ws_options.clone()),
             _ => Upgrade::None,
         };
-        let listener = tokio::net::TcpListener::bind(bind(transport))
-            .await
-            .map_err(err(transport))?;
+        let listener = listen_tcp(bind(transport)).map_err(err(transport))?;
         tcp_based.push((listener, upgrade));
     }
     let mut listeners = Vec::new();
@@ -202,17 +205,17 @@ pub async fn start(
     };
     let connector = connection::tcp::connector(
         config.bind_ip,
-        tls.connector,
+        tls.connector.clone(),
         routers.clone(),
         events.clone(),
         guard.clone(),
     );
-    // Connections to hosts named by Request-URIs are capped; trusted servers are exempt.
-    let cap = dispatcher::OutboundCap {
-        max: config.limits.max_outbound_connections,
-        exempt: config.trusted_addresses.clone(),
-    };
-    dispatcher_ctx.run(dispatcher::Dispatcher::new(udp.clone(), connector, cap));
+    // Connections to hosts named by Request-URIs are capped by the guard's limits.
+    dispatcher_ctx.run(dispatcher::Dispatcher::new(
+        udp.clone(),
+        connector,
+        guard.clone(),
+    ));
 
     if let Some(socket) = udp {
         connection::udp::UdpConnection::start(socket, routers.clone(), guard.clone());
@@ -232,6 +235,8 @@ pub async fn start(
         routers: drains,
         stats: std::rc::Rc::new(stats),
         acceptor: tls.acceptor,
+        connector: tls.connector,
+        guard,
         reload,
         _arbiters: arbiters,
     })
@@ -249,4 +254,21 @@ fn enlarge_udp_buffers(socket: &tokio::net::UdpSocket) {
     {
         log::debug!("cannot enlarge the UDP socket buffers: {e}");
     }
+}
+
+/// Connections waiting to be accepted, per listener. `TcpListener::bind` (mio, like std)
+/// asks for 128: after a restart or a network blip thousands of clients reconnect at once,
+/// the queue overflows and every dropped SYN costs its client a 1 s, then 3 s retransmit
+/// (the reconnect storm of `benches/clients.sh`). The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener bound to `addr` with [`LISTEN_BACKLOG`] (address reuse as tokio sets it).
+fn listen_tcp(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

@@ -8,7 +8,7 @@
 
 use super::messages::*;
 use crate::config::Config;
-use crate::ops::metrics::{metrics, Refusal};
+use crate::ops::metrics::metrics;
 use crate::proxy::contact_token::TokenKey;
 use crate::proxy::core::{Action, Event, ProxyCore, TransactionBudget};
 use crate::routing::{Decision, Rejection};
@@ -33,7 +33,7 @@ pub struct Router {
     core: ProxyCore,
     peers: RouterPeers,
     /// What the core is handling now, for the metrics (`ops::metrics`): when the message
-    /// that caused it arrived, and whether it was a request. `None` for timers.
+    /// that caused it arrived. `None` for timers.
     cause: Option<Cause>,
     /// The core's actions for the event at hand; kept to reuse its allocation.
     actions: Vec<Action>,
@@ -43,7 +43,6 @@ pub struct Router {
 #[derive(Clone, Copy)]
 struct Cause {
     arrived: Instant,
-    request: bool,
 }
 
 /// How often the Router serves its timers (T1 is 500 ms; this is precise enough).
@@ -108,7 +107,7 @@ impl Router {
                     let event = match res {
                         Ok(decision) => {
                             if matches!(decision, Decision::Reject(Rejection::UnknownHost)) {
-                                metrics().request_refused(Refusal::StrictHost);
+                                metrics().strict_host_refused();
                             }
                             Event::Decided(job, decision)
                         }
@@ -185,10 +184,9 @@ impl Router {
 }
 
 impl Router {
-    /// Counts one delivery for the metrics: a response by status class, the time since the
-    /// message that caused it arrived, and the refusals the core answers itself (told by
-    /// their reason phrases, and only while it handles a request: a forwarded response with
-    /// the same words is not one).
+    /// Counts one delivery for the metrics: a response by status class, and the time since
+    /// the message that caused it arrived. (The refusals the core answers itself are in its
+    /// counts, `ShardCounts`.)
     fn count_delivery(&self, bytes: &[u8]) {
         let m = metrics();
         if let Some(cause) = self.cause {
@@ -201,21 +199,8 @@ impl Router {
             .get(..3)
             .and_then(|c| std::str::from_utf8(c).ok())
             .and_then(|c| c.parse::<u16>().ok());
-        let Some(code) = code else { return };
-        m.response_sent(code);
-        if !self.cause.is_some_and(|c| c.request) || !matches!(code, 403 | 503) {
-            return;
-        }
-        let line_end = memchr::memchr(b'\r', status_line).unwrap_or(status_line.len());
-        let reason = &status_line[..line_end];
-        for (words, why) in [
-            (&b"Not From A Trusted Network"[..], Refusal::StrictClient),
-            (b"Not Registered", Refusal::RegisteredOnly),
-            (b"Too Many Transactions", Refusal::MaxTransactions),
-        ] {
-            if reason.ends_with(words) {
-                m.request_refused(why);
-            }
+        if let Some(code) = code {
+            m.response_sent(code);
         }
     }
 }
@@ -232,13 +217,11 @@ impl Handler<Inbound> for Router {
                 String::from_utf8_lossy(m.msg.raw())
             );
         }
-        let request = m.msg.is_request();
-        if request {
+        if m.msg.is_request() {
             metrics().request_received(m.msg.method(), m.source.transport);
         }
         self.cause = Some(Cause {
             arrived: Instant::now(),
-            request,
         });
         self.feed(Event::Message(m.msg, m.source), ctx);
         self.cause = None;

@@ -61,7 +61,7 @@ impl fmt::Display for Stats {
         let total: usize = self.transactions.iter().map(|t| t.transactions).sum();
         let in_flight: usize = self.transactions.iter().map(|t| t.in_flight).sum();
         let dropped: u64 = self.transactions.iter().map(|t| t.responses_dropped).sum();
-        let refused: u64 = self.transactions.iter().map(|t| t.requests_refused).sum();
+        let refused: u64 = self.transactions.iter().map(|t| t.requests_refused()).sum();
         let per_shard: Vec<String> = self
             .transactions
             .iter()

@@ -7,7 +7,9 @@
 #
 # Options: --quick, --sizes 10000,50000, --proxies roundabout,kamailio, --no-build,
 #          --hold S (keep the clients connected S s more after the calls; default 0),
-#          --calls K (sampled users called; default 200), --keep (keep the raw logs dir).
+#          --calls K (sampled users called; default 200), --keep (keep the raw logs dir),
+#          --storm-cap C (reconnections in flight during the storm, over all generator
+#          processes; default 2000).
 # Needs: kamailio with kamailio-tls-modules and kamailio-websocket-modules, openssl, taskset,
 #        ss; the file-descriptor limit is raised with `ulimit -n 200000` (root with
 #        CAP_SYS_RESOURCE). When the hard limit cannot be raised and N does not fit in one
@@ -24,6 +26,13 @@
 #   client re-registers once over its open connection, the registrar calls 200 sampled
 #   users (INVITE/200/ACK/BYE/200 through the proxy; each must arrive on the connection of
 #   its user), and the clients stay connected with WebSocket pings (every 25 s each).
+#   Then the reconnect storm (wss_clients --storm): once every generator has registered its
+#   clients, this script names a moment 1 s ahead in the release file and at that moment
+#   every client of every generator drops its connection (TCP close, no WebSocket or TLS
+#   goodbye, as after a restart or a network change); when all are dropped, all reconnect
+#   (TCP + TLS + WebSocket + REGISTER), at most --storm-cap in flight over all generators,
+#   a failed attempt retried after 200 ms doubling up to 3.2 s, until 120 s; then the 200
+#   sampled users are called again and must arrive on their new connections.
 #   Roundabout: 127.0.3.1, WSS 15443, UDP 15061, run from an empty temp dir (so it makes its
 #     self-signed certificate), -trusted-server 127.0.3.4::15070:udp: -strict-host
 #     -max-connections 0 -max-connections-per-ip 0 -pike-limit 0 -log-level warn, taskset -c 0.
@@ -41,7 +50,8 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 2
 
-QUICK=0 BUILD=1 KEEP=0 HOLD=0 CALLS=200
+ARGS="$*"
+QUICK=0 BUILD=1 KEEP=0 HOLD=0 CALLS=200 STORM_CAP=2000 STORM_TIMEOUT=120
 SIZES="10000,50000"
 PROXIES="roundabout,kamailio"
 while [ $# -gt 0 ]; do
@@ -53,6 +63,7 @@ while [ $# -gt 0 ]; do
         --proxies) PROXIES=$2; shift ;;
         --hold) HOLD=$2; shift ;;
         --calls) CALLS=$2; shift ;;
+        --storm-cap) STORM_CAP=$2; shift ;;
         -h|--help) sed -n '2,/^set -u/p' "$0" | sed 's/^# \{0,1\}//; /^set -u/d'; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -83,6 +94,8 @@ mkdir -p "$RUN" benches/results || exit 2
 LOG=$RUN/steps.log
 T0=$(date +%s)
 say() { echo "$*" | tee -a "$LOG"; }
+kib() { awk -v b="$1" 'BEGIN{ if (b == "") print "-"; else printf "%.1f", b / 1024 }'; }
+mib() { awk -v k="$1" 'BEGIN{ if (k == "") print "-"; else printf "%.0f", k / 1024 }'; }
 . "$ROOT/benches/lib.sh"
 
 
@@ -173,11 +186,12 @@ bench_one() { # $1 proxy, $2 N
         size=${sizes[j]}
         pids=$(tree_pids "${ppid[j]}" | tr ' ' ',')
         # a job of this script itself (not of a subshell), so that cleanup stops it on exit
-        timeout $(( n / 50 + 300 )) taskset -c 1 "$RUN/wss_clients" -n "$size" \
+        timeout $(( n / 50 + 360 + STORM_TIMEOUT + HOLD )) taskset -c 1 "$RUN/wss_clients" -n "$size" \
             --proxy "${R[$key.wss$j]}" --registrar $IP_REG:$((PORT_REG + j)) --sources $SOURCES \
             --concurrency 200 --calls $(( CALLS / k + (j < CALLS % k ? 1 : 0) )) --pids "$pids" --settle 3 --hold "$HOLD" \
-            --timeout $(( n / 50 + 240 )) --ready-file "$dir/i$j/ready" \
-            --release-file "$dir/release" >"$dir/i$j/gen.out" 2>"$dir/i$j/gen.err" &
+            --timeout $(( n / 50 + 300 + STORM_TIMEOUT + HOLD )) --ready-file "$dir/i$j/ready" \
+            --release-file "$dir/release" --storm --storm-concurrency $(( (STORM_CAP + k - 1) / k )) \
+            --storm-timeout $STORM_TIMEOUT >"$dir/i$j/gen.out" 2>"$dir/i$j/gen.err" &
         gpid[j]=$!
     done
     # every generator has registered its clients and read its proxy's memory: count the
@@ -193,7 +207,9 @@ bench_one() { # $1 proxy, $2 N
         sleep 0.5
     done
     R[$key.at_once]=$(established)
-    touch "$dir/release"
+    # the storm's moment, 1 s ahead (the generators look for the file every 200 ms), the
+    # same for every generator; written whole (mv) so that none reads half of it
+    echo $(( $(date +%s%3N) + 1000 )) >"$dir/release.tmp" && mv "$dir/release.tmp" "$dir/release"
     for ((j = 0; j < k; j++)); do wait "${gpid[j]}"; echo $? >"$dir/i$j/gen.rc"; done
     c1=$(cpu_busy 0) w1=$(date +%s%N)
     # sum the instances' results: counts and memory add up; the phases ran concurrently, so
@@ -206,9 +222,20 @@ bench_one() { # $1 proxy, $2 N
           if (kv[1] == "reg_ok") ro = kv[2]; if (kv[1] == "rereg_ok") rro = kv[2]
           if (kv[1] == "cpu_ms_per_reg") creg += kv[2] * ro
           if (kv[1] == "cpu_ms_per_rereg") crereg += kv[2] * rro
-          if (kv[1] == "all_ok") allok = allok (allok == "" ? "" : ",") kv[2] }
+          if (kv[1] == "all_ok") allok = allok (allok == "" ? "" : ",") kv[2]
+          # the storms ran together: their times are the longest one
+          if (kv[1] ~ /^storm_(secs|close_ms|wall_ms|pss_sample_ms_max)$/ && kv[2] + 0 > mx[kv[1]] + 0) mx[kv[1]] = kv[2]
+          if (kv[1] == "storm_drop_unix_ms") { if (d0 == "" || kv[2] < d0) d0 = kv[2]; if (kv[2] > d1) d1 = kv[2] } }
         END {
-          for (x in v) if (x !~ /^(cpu_ms_per_|per_client_|all_ok|rc$|reg_secs|rereg_secs|elapsed)/) printf "%s=%s\n", x, v[x]
+          for (x in v) if (x !~ /^(cpu_ms_per_|per_client_|all_ok|rc$|reg_secs|rereg_secs|elapsed|storm_(secs|close_ms|wall_ms|pss_sample_ms_max|drop_unix_ms)$)/) printf "%s=%s\n", x, v[x]
+          for (x in mx) printf "%s=%s\n", x, mx[x]
+          if (d0 != "") printf "storm_drop_spread_ms=%d\n", d1 - d0
+          w = mx["storm_wall_ms"]
+          printf "storm_cpu_pct=%.0f\n", w ? v["storm_proxy_cpu_ms"] * 100 / w : 0
+          printf "storm_gen_cpu_pct=%.0f\n", w ? v["storm_gen_cpu_ms"] * 100 / w : 0
+          printf "storm_cpu_ms_per_reconnect=%.3f\n", v["storm_back"] ? v["storm_proxy_cpu_ms"] / v["storm_back"] : 0
+          printf "storm_per_s=%.0f\n", mx["storm_secs"] ? v["storm_back"] / mx["storm_secs"] : 0
+          printf "storm_failed=%d\n", v["storm_fail_connect"] + v["storm_fail_tls"] + v["storm_fail_ws"] + v["storm_fail_reg_answer"] + v["storm_fail_reg_timeout"]
           printf "rc=%d\nall_ok=%s\n", rc, allok
           printf "cpu_ms_per_reg=%.3f\n", v["reg_ok"] ? creg / v["reg_ok"] : 0
           printf "cpu_ms_per_rereg=%.3f\n", v["rereg_ok"] ? crereg / v["rereg_ok"] : 0
@@ -225,6 +252,7 @@ bench_one() { # $1 proxy, $2 N
     for ((j = 0; j < k; j++)); do
         grep -v '^RESULT' "$dir/i$j/gen.err" | tail -8 | sed "s/^/   [$j] /" | tee -a "$LOG"
     done
+    say "   storm: dropped ${R[$key.storm_dropped]:-?} (in ${R[$key.storm_close_ms]:-?} ms; drops ${R[$key.storm_drop_spread_ms]:-?} ms apart over the generators), back ${R[$key.storm_back]:-?}/$n in ${R[$key.storm_secs]:-?} s, failed attempts ${R[$key.storm_failed]:-?}, gave up ${R[$key.storm_gave_up]:-?}, proxy CPU ${R[$key.storm_cpu_pct]:-?} %, RSS $(mib "${R[$key.storm_rss_before_kb]:-}") -> peak $(mib "${R[$key.storm_peak_rss_kb]:-}") MiB, CLOSE_WAIT ${R[$key.storm_proxy_close_wait]:-?}, calls after ${R[$key.storm_calls_ok]:-?}/${R[$key.storm_calls]:-?}"
     say "   rc ${R[$key.rc]}: registered ${R[$key.reg_ok]:-?}/$n (${R[$key.reg_per_s]:-?}/s), connected at once ${R[$key.at_once]}, re-registered ${R[$key.rereg_ok]:-?} (${R[$key.rereg_per_s]:-?}/s), calls ${R[$key.calls_ok]:-?}/${R[$key.calls]:-?}, per client RSS ${R[$key.per_client_rss_bytes]:-?} B PSS ${R[$key.per_client_pss_bytes]:-?} B, lost ${R[$key.connections_lost]:-?}; CPU 0 busy ${R[$key.cpu0]}%"
     for i in "${ppid[@]}"; do stop_pid "$i"; done
     # the generator's connections linger in TIME_WAIT a while; the proxy's sockets must be gone
@@ -240,8 +268,6 @@ for n in ${SIZES//,/ }; do
 done
 T1=$(date +%s)
 
-kib() { awk -v b="$1" 'BEGIN{ if (b == "") print "-"; else printf "%.1f", b / 1024 }'; }
-mib() { awk -v k="$1" 'BEGIN{ if (k == "") print "-"; else printf "%.0f", k / 1024 }'; }
 GEN_BOUND=85
 est() { awk -v c="$1" 'BEGIN{ if (c + 0 > 0) printf "%.0f", 1000 / c; else print "-" }'; }
 # a rate at which the generator used >= GEN_BOUND % of its CPU is its limit, not the proxy's
@@ -259,7 +285,7 @@ echo "- machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /pr
 echo "- versions: $RBT_VERSION (git $GIT_REV), $(kamailio -v 2>/dev/null | head -1 | sed 's/^version: //'), $(openssl version | cut -d' ' -f1-2)"
 echo "- pinning: proxy on CPU 0 (taskset), generator + registrar (examples/wss_clients.rs) on CPU 1"
 echo "- per client: TCP + TLS (self-signed P-256 certificate) + WebSocket (sip) from 127.0.1.1-8, REGISTER through the proxy to a UDP registrar (200, Contact echoed, expires 3600), one re-REGISTER over the open connection, WebSocket ping every 25 s; then $CALLS sampled users called from the registrar (INVITE/200/ACK/BYE/200)"
-echo "- command: \`bash benches/clients.sh$([ $QUICK = 1 ] && echo ' --quick')\`"
+echo "- command: \`$([ -n "${BENCH_MAX_PER_PROCESS:-}" ] && echo "BENCH_MAX_PER_PROCESS=$BENCH_MAX_PER_PROCESS ")bash benches/clients.sh${ARGS:+ $ARGS}\`"
 echo
 echo "| proxy | clients N | registered / failed | connected at once | registrations/s (connect+TLS+WS+REGISTER) | proxy CPU ms per registration | registrations/s per core est. | re-REGISTER/s | proxy CPU ms per re-REGISTER | calls answered on the right connection | connections lost | proxy RSS idle -> connected (MiB) | RSS per client (KiB) | PSS per client (KiB) | load avg / CPU 0 busy |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -297,6 +323,56 @@ echo "CPU and memory above are their sums (per-client figures divide by N)."
 for key in "${ROWS[@]}"; do
     [ -n "${R[$key.note]:-}" ] && echo "- note $key: ${R[$key.note]}"
     [ "${R[$key.rc]:-1}" != 0 ] && echo "- note $key: generator exit code ${R[$key.rc]:-?} (all_ok=${R[$key.all_ok]:-?}; fail: connect ${R[$key.fail_connect]:-?}, TLS ${R[$key.fail_tls]:-?}, WS ${R[$key.fail_ws]:-?}, answer ${R[$key.fail_reg_answer]:-?}, timeout ${R[$key.fail_reg_timeout]:-?}; re-register failed ${R[$key.rereg_failed]:-?})"
+done
+echo
+echo "## Reconnect storm"
+echo
+echo "Every client of every generator drops its connection at the same moment (after the registrations and calls above), then all reconnect: TCP + TLS + WebSocket + REGISTER, at most $STORM_CAP in flight over all generators, a failed attempt retried after a backoff (200 ms doubling up to 3.2 s, times 0.5-1.0) until ${STORM_TIMEOUT} s. Goal: all back, no failed attempt, within 60 s."
+echo
+echo "| proxy | clients N | back / N | failed attempts: connect / TLS / WS / REGISTER answer / timeout | time to all registered (s) | reconnections/s | proxy CPU during the storm (% of a core) | proxy CPU ms per reconnection | proxy RSS connected -> storm peak -> after (MiB) | PSS connected -> storm peak -> after (MiB) | VmHWM after (MiB) | old connections still open (CLOSE_WAIT) when all were back | calls after the storm on the right connection | generator CPU (%) | goal met |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+for key in "${ROWS[@]}"; do
+    [ -n "${R[$key.storm_dropped]:-}" ] || continue
+    proxy=${key%/*}
+    label=$proxy; [ "${R[$key.k]:-1}" -gt 1 ] && label="$proxy (${R[$key.k]} processes)"
+    goal=no
+    [ "${R[$key.storm_back]}" = "${R[$key.n]}" ] && [ "${R[$key.storm_failed]}" = 0 ] \
+        && awk -v s="${R[$key.storm_secs]}" 'BEGIN{ exit !(s <= 60) }' && goal=yes
+    echo "| $label | ${R[$key.n]} | ${R[$key.storm_back]} / ${R[$key.n]} | ${R[$key.storm_failed]}: ${R[$key.storm_fail_connect]} / ${R[$key.storm_fail_tls]} / ${R[$key.storm_fail_ws]} / ${R[$key.storm_fail_reg_answer]} / ${R[$key.storm_fail_reg_timeout]} | ${R[$key.storm_secs]}$([ "${R[$key.storm_gen_cpu_pct]:-0}" -ge $GEN_BOUND ] && echo ' (generator-bound)') | ${R[$key.storm_per_s]} | ${R[$key.storm_cpu_pct]} | ${R[$key.storm_cpu_ms_per_reconnect]} | $(mib "${R[$key.storm_rss_before_kb]}") -> $(mib "${R[$key.storm_peak_rss_kb]}") -> $(mib "${R[$key.storm_rss_after_kb]:-}") | $(mib "${R[$key.storm_pss_before_kb]}") -> $(mib "${R[$key.storm_peak_pss_kb]}") -> $(mib "${R[$key.storm_pss_after_kb]:-}") | $(mib "${R[$key.storm_hwm_kb]}") | ${R[$key.storm_proxy_close_wait]} | ${R[$key.storm_calls_ok]} / ${R[$key.storm_calls]} | ${R[$key.storm_gen_cpu_pct]} | $goal |"
+done
+for n in ${SIZES//,/ }; do
+    r=roundabout/$n k=kamailio/$n
+    [ -n "${R[$r.storm_dropped]:-}" ] && [ -n "${R[$k.storm_dropped]:-}" ] || continue
+    echo "| **Roundabout / Kamailio** | $n | | | $(ratio "${R[$r.storm_secs]}" "${R[$k.storm_secs]}") | $(ratio "${R[$r.storm_per_s]}" "${R[$k.storm_per_s]}") | | $(ratio "${R[$r.storm_cpu_ms_per_reconnect]}" "${R[$k.storm_cpu_ms_per_reconnect]}") | $(ratio "${R[$r.storm_peak_rss_kb]}" "${R[$k.storm_peak_rss_kb]}") | $(ratio "${R[$r.storm_peak_pss_kb]}" "${R[$k.storm_peak_pss_kb]}") | | | | | |"
+done
+echo
+echo "How to read it: \"back / N\" counts the clients registered again on a new connection"
+echo "(a client not back gave up at ${STORM_TIMEOUT} s). A failed attempt is one connection"
+echo "that did not end in a 200 to its REGISTER: connect = TCP refused or not accepted within"
+echo "10 s, TLS = handshake failed or over 10 s, WS = upgrade failed or over 10 s, REGISTER"
+echo "answer = a non-2xx or the connection closed before the answer, timeout = no answer"
+echo "within 34 s; each was retried. Time to all registered: from the drop to the last 200."
+echo "Reconnections/s = N / that time. Proxy CPU: utime+stime of the proxy's processes"
+echo "from the drop until the generators saw every client back, as % of one core and per"
+echo "reconnection. Memory: VmRSS and PSS summed over the proxy's processes right before the"
+echo "drop (connected) and their highest value during the storm (peak): VmRSS read every"
+echo "100 ms, PSS too unless reading it (smaps_rollup) is slow, then at most a tenth of the"
+echo "time (Kamailio's large shared memory: a reading every second or so); after = once"
+echo "every client was back, the calls were made and 3 s had passed. VmHWM (summed), read"
+echo "when all were back, is each process's highest RSS since it started, the first"
+echo "registrations included. With K processes, each generator reads its own"
+echo "proxy's peak and the table adds them up (an upper bound: the peaks may fall 100 ms"
+echo "apart). Old connections still open: the proxy's sockets in CLOSE_WAIT (the client has"
+echo "closed, the proxy has not) when every client was back; 0 means the proxy had let go of"
+echo "every dropped connection. Calls after the storm: the same sampled users called again;"
+echo "each must arrive on the new connection of its user, so the registrar's new bindings"
+echo "(new Path, new flow) are the ones used. Generator CPU: the generators' own CPU (all on"
+echo "CPU 1) over the storm; at >= ${GEN_BOUND} % the time says more about the generator (TLS"
+echo "client handshakes included) than about the proxy: compare the proxy's CPU ms per"
+echo "reconnection then. Goal met: all back, no failed attempt, all registered within 60 s."
+for key in "${ROWS[@]}"; do
+    [ -n "${R[$key.storm_dropped]:-}" ] || continue
+    echo "- storm $key: ${R[$key.storm_dropped]} connections dropped in ${R[$key.storm_close_ms]} ms$([ "${R[$key.k]:-1}" -gt 1 ] && echo ", the ${R[$key.k]} generators' drops ${R[$key.storm_drop_spread_ms]:-?} ms apart"); ${R[$key.storm_gave_up]} clients gave up; proxy sockets ESTABLISHED when all were back: ${R[$key.storm_proxy_established]}; PSS read ${R[$key.storm_pss_samples]} times (slowest ${R[$key.storm_pss_sample_ms_max]} ms), VmRSS ${R[$key.storm_rss_samples]} times"
 done
 } >"$RUN/report.md"
 cp "$RUN/report.md" "$OUT_MD"

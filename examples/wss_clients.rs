@@ -9,6 +9,17 @@
 //! through the proxy, the ACK and BYE following the Record-Route set) and checks that each
 //! call arrives on the connection of the user it is for and is answered.
 //!
+//! With `--storm`, a reconnect storm follows: every client drops its connection at the same
+//! moment (no WebSocket close, no TLS close_notify: the TCP connection just closes, as
+//! after a client restart or a network change); once every connection is dropped, every
+//! client reconnects (TCP + TLS + WebSocket + REGISTER, the same Call-ID, CSeq + 1) as a
+//! real client does: a failed attempt is counted by kind (connect, TLS, WebSocket, REGISTER
+//! answer, timeout) and retried after a backoff of 200 ms doubling up to 3.2 s (times
+//! 0.5-1.0). Measured: the time from the drop until the last client is registered again,
+//! the failed attempts, the proxy's CPU, its memory every 100 ms (the peak) and VmHWM, and
+//! its connections left in CLOSE_WAIT (old connections it has not closed yet); then the
+//! sampled users are called again and must be reached on their new connections.
+//!
 //! The proxy's memory (VmRSS, VmHWM, Pss summed over `--pids`) is read from /proc before the
 //! first connection, after the registrations and after the calls. Results are printed as
 //! `RESULT key=value` lines; progress goes to standard error.
@@ -26,9 +37,15 @@
 //! connected this long after the calls), --timeout S [600] (bound of the whole run),
 //! --ready-file F and --release-file F (when both are given: after the memory reading, write
 //! F1 and keep every client connected until F2 exists or the run's timeout; the benchmark uses
-//! this to hold several generators' clients connected at once and count them).
+//! this to hold several generators' clients connected at once and count them; when F2
+//! holds a Unix time in ms, the storm starts at that moment, so that several generators drop
+//! their clients together), --storm (run the reconnect storm), --storm-concurrency C [2000]
+//! (reconnections in flight at most), --storm-timeout S [120] (clients not back by then give
+//! up).
 //! Every wait is bounded; the exit code is 0 only when every registration, re-registration
-//! and sampled call succeeded and no connection was lost.
+//! and sampled call succeeded, no connection was lost and, with --storm, every client came
+//! back and every call after the storm was answered (failed attempts that were retried do
+//! not count against it: they are reported).
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
@@ -38,8 +55,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpSocket, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -66,6 +83,9 @@ struct Cfg {
     timeout: u64,
     ready_file: Option<String>,
     release_file: Option<String>,
+    storm: bool,
+    storm_concurrency: usize,
+    storm_timeout: u64,
 }
 
 fn parse_args() -> Cfg {
@@ -85,6 +105,9 @@ fn parse_args() -> Cfg {
         timeout: 600,
         ready_file: None,
         release_file: None,
+        storm: false,
+        storm_concurrency: 2000,
+        storm_timeout: 120,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -93,6 +116,11 @@ fn parse_args() -> Cfg {
         std::process::exit(2)
     };
     while i < args.len() {
+        if args[i] == "--storm" {
+            c.storm = true;
+            i += 1;
+            continue;
+        }
         let v = args
             .get(i + 1)
             .cloned()
@@ -133,6 +161,8 @@ fn parse_args() -> Cfg {
             "--timeout" => c.timeout = num(&v),
             "--ready-file" => c.ready_file = Some(v),
             "--release-file" => c.release_file = Some(v),
+            "--storm-concurrency" => c.storm_concurrency = num(&v).max(1) as usize,
+            "--storm-timeout" => c.storm_timeout = num(&v).max(1),
             o => bad(&format!("unknown option {o}")),
         }
         i += 2;
@@ -282,18 +312,77 @@ fn response(req: &str, code: u16, reason: &str, to_tag: &str, extra: &[String]) 
 
 // ------------------------------------------------------------------ counters
 
+/// Why one connect + register attempt failed.
+#[derive(Clone, Copy, Debug)]
+enum AttemptError {
+    /// TCP connect refused or not answered within 10 s
+    Connect,
+    /// TLS handshake failed or took more than 10 s
+    Tls,
+    /// WebSocket upgrade refused or took more than 10 s
+    Ws,
+    /// a non-2xx final answer to the REGISTER, or the connection closed before the answer
+    Answer,
+    /// no final answer to the REGISTER within 34 s
+    Timeout,
+}
+
+/// Failed attempts by kind.
+#[derive(Default)]
+struct Failures {
+    connect: AtomicU64,
+    tls: AtomicU64,
+    ws: AtomicU64,
+    answer: AtomicU64,
+    timeout: AtomicU64,
+}
+
+impl Failures {
+    fn count(&self, e: AttemptError) {
+        let c = match e {
+            AttemptError::Connect => &self.connect,
+            AttemptError::Tls => &self.tls,
+            AttemptError::Ws => &self.ws,
+            AttemptError::Answer => &self.answer,
+            AttemptError::Timeout => &self.timeout,
+        };
+        c.fetch_add(1, Relaxed);
+    }
+
+    fn total(&self) -> u64 {
+        [
+            &self.connect,
+            &self.tls,
+            &self.ws,
+            &self.answer,
+            &self.timeout,
+        ]
+        .iter()
+        .map(|c| c.load(Relaxed))
+        .sum()
+    }
+
+    /// `RESULT {prefix}connect=..` and so on.
+    fn report(&self, prefix: &str) {
+        result(&format!("{prefix}connect"), self.connect.load(Relaxed));
+        result(&format!("{prefix}tls"), self.tls.load(Relaxed));
+        result(&format!("{prefix}ws"), self.ws.load(Relaxed));
+        result(&format!("{prefix}reg_answer"), self.answer.load(Relaxed));
+        result(&format!("{prefix}reg_timeout"), self.timeout.load(Relaxed));
+    }
+}
+
 #[derive(Default)]
 struct Counters {
-    connect_fail: AtomicU64,
-    tls_fail: AtomicU64,
-    ws_fail: AtomicU64,
+    /// first registrations that failed, by kind
+    first: Failures,
     reg_ok: AtomicU64,
-    reg_fail: AtomicU64,
-    reg_timeout: AtomicU64,
     rereg_ok: AtomicU64,
     rereg_fail: AtomicU64,
     done: AtomicU64,
     redone: AtomicU64,
+    /// clients whose connection is open and registered right now
+    live: AtomicU64,
     lost: AtomicU64,
     invites: AtomicU64,
     wrong_conn: AtomicU64,
@@ -301,13 +390,24 @@ struct Counters {
     byes: AtomicU64,
     pings: AtomicU64,
     registrar_regs: AtomicU64,
+    /// storm: connections dropped, clients registered again, clients that gave up at the
+    /// storm's deadline, failed attempts by kind, and when the last one was back (µs
+    /// after the drop)
+    storm_closed: AtomicU64,
+    storm_back: AtomicU64,
+    storm_gave_up: AtomicU64,
+    storm: Failures,
+    storm_last_us: AtomicU64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
     Idle,
     ReRegister,
-    Stop,
+    /// every client drops its connection
+    Storm,
+    /// every client has dropped it: reconnect and register again
+    Reconnect,
 }
 
 struct Binding {
@@ -322,6 +422,10 @@ struct Shared {
     domain: String,
     /// permits for re-registrations in flight
     rereg: Arc<Semaphore>,
+    /// permits for storm reconnections in flight (connect + TLS + WS + REGISTER)
+    storm_slots: Semaphore,
+    /// the moment of the storm's drop
+    storm_t0: OnceLock<Instant>,
     bindings: Mutex<HashMap<String, Binding>>,
     /// Call-ID -> the call waiting for its responses
     calls: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
@@ -338,26 +442,20 @@ fn ws_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-async fn open(sh: &Shared, i: usize) -> Result<Ws, &'static str> {
+async fn open(sh: &Shared, i: usize) -> Result<Ws, AttemptError> {
     let src = sh.cfg.sources[i % sh.cfg.sources.len()];
-    let sock = TcpSocket::new_v4().map_err(|_| "socket")?;
+    let sock = TcpSocket::new_v4().map_err(|_| AttemptError::Connect)?;
     sock.bind(SocketAddr::new(IpAddr::V4(src), 0))
-        .map_err(|_| "bind")?;
+        .map_err(|_| AttemptError::Connect)?;
     let tcp = match tokio::time::timeout(TIMEOUT, sock.connect(sh.cfg.proxy)).await {
         Ok(Ok(t)) => t,
-        _ => {
-            sh.c.connect_fail.fetch_add(1, Relaxed);
-            return Err("connect");
-        }
+        _ => return Err(AttemptError::Connect),
     };
     let _ = tcp.set_nodelay(true);
     let host = sh.cfg.proxy.ip().to_string();
     let tls = match tokio::time::timeout(TIMEOUT, sh.tls.connect(&host, tcp)).await {
         Ok(Ok(t)) => t,
-        _ => {
-            sh.c.tls_fail.fetch_add(1, Relaxed);
-            return Err("tls");
-        }
+        _ => return Err(AttemptError::Tls),
     };
     let mut req = format!("wss://{}/", sh.cfg.proxy)
         .into_client_request()
@@ -371,10 +469,7 @@ async fn open(sh: &Shared, i: usize) -> Result<Ws, &'static str> {
     .await
     {
         Ok(Ok((ws, _))) => Ok(ws),
-        _ => {
-            sh.c.ws_fail.fetch_add(1, Relaxed);
-            Err("ws")
-        }
+        _ => Err(AttemptError::Ws),
     }
 }
 
@@ -396,7 +491,52 @@ fn register_msg(sh: &Shared, i: usize, cseq: u32) -> String {
     )
 }
 
-/// One client: connect, register, then answer calls and keep alive until Stop.
+/// (status, CSeq number) of a final response to a REGISTER; None for anything else.
+fn register_answer(text: &str) -> Option<(u16, u32)> {
+    let code = status_of(text).filter(|c| *c >= 200)?;
+    if cseq_method(text) != "REGISTER" {
+        return None;
+    }
+    let n = header(text, "CSeq", None)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((code, n))
+}
+
+/// A new connection (TCP + TLS + WebSocket) and a REGISTER over it, answered 2xx.
+async fn connect_and_register(sh: &Shared, i: usize, cseq: u32) -> Result<Ws, AttemptError> {
+    let mut ws = open(sh, i).await?;
+    ws.send(Message::text(register_msg(sh, i, cseq)))
+        .await
+        .map_err(|_| AttemptError::Answer)?;
+    let answer = async {
+        while let Some(m) = ws.next().await {
+            let text = match m {
+                Ok(Message::Text(t)) => t.to_string(),
+                Ok(Message::Binary(b)) => String::from_utf8_lossy(&b).into_owned(),
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            match register_answer(&text) {
+                Some((code, n)) if n == cseq && code / 100 == 2 => return Ok(()),
+                Some((_, n)) if n == cseq => break,
+                _ => {}
+            }
+        }
+        Err(AttemptError::Answer)
+    };
+    match tokio::time::timeout(REG_TIMEOUT, answer).await {
+        Ok(Ok(())) => Ok(ws),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(AttemptError::Timeout),
+    }
+}
+
+/// One client: connect and register, then stay connected (answer calls, ping, re-register
+/// on request); in a storm, drop the connection, wait until every client has dropped its
+/// own, and reconnect.
 async fn client(
     sh: Arc<Shared>,
     i: usize,
@@ -404,52 +544,106 @@ async fn client(
     mut phase: watch::Receiver<Phase>,
 ) {
     let c = &sh.c;
-    let mut ws = match open(&sh, i).await {
-        Ok(ws) => ws,
-        Err(_) => {
+    let mut cseq = 1u32;
+    let first = connect_and_register(&sh, i, cseq).await;
+    drop(permit);
+    let mut ws = match first {
+        Ok(ws) => {
+            c.reg_ok.fetch_add(1, Relaxed);
+            c.done.fetch_add(1, Relaxed);
+            ws
+        }
+        Err(e) => {
+            c.first.count(e);
             c.done.fetch_add(1, Relaxed);
             return;
         }
     };
-    let user = format!("u{i:05}");
-    let mut cseq = 1u32;
-    // pending registration: (cseq, deadline, permit held while it is in flight)
-    let mut first = true;
-    if ws
-        .send(Message::text(register_msg(&sh, i, cseq)))
-        .await
-        .is_err()
-    {
-        c.reg_fail.fetch_add(1, Relaxed);
-        c.done.fetch_add(1, Relaxed);
-        return;
+    loop {
+        c.live.fetch_add(1, Relaxed);
+        let storm = session(&sh, i, ws, &mut cseq, &mut phase).await;
+        c.live.fetch_sub(1, Relaxed);
+        if !storm {
+            return;
+        }
+        c.storm_closed.fetch_add(1, Relaxed);
+        if phase.wait_for(|p| *p != Phase::Storm).await.is_err() {
+            return;
+        }
+        match reconnect(&sh, i, &mut cseq).await {
+            Some(w) => ws = w,
+            None => return,
+        }
     }
-    let mut pending: Option<(u32, Instant, Option<tokio::sync::OwnedSemaphorePermit>)> =
-        Some((cseq, Instant::now() + REG_TIMEOUT, Some(permit)));
+}
+
+/// Pause before a client's next reconnection attempt: 200 ms doubling up to 3.2 s, times
+/// 0.5-1.0 spread over the clients so that the retries do not come back in waves.
+fn backoff(i: usize, attempt: u32) -> Duration {
+    let base = 200u64 << attempt.clamp(1, 5).saturating_sub(1);
+    let spread = 500 + (i as u64 * 7919 + attempt as u64 * 104_729) % 501;
+    Duration::from_millis(base * spread / 1000)
+}
+
+/// Reconnects after the storm's drop, retrying with a backoff until the storm's deadline;
+/// None when the client gave up.
+async fn reconnect(sh: &Shared, i: usize, cseq: &mut u32) -> Option<Ws> {
+    let c = &sh.c;
+    let t0 = *sh.storm_t0.get()?;
+    let deadline = t0 + Duration::from_secs(sh.cfg.storm_timeout);
+    let attempts = async {
+        let mut attempt = 0;
+        loop {
+            let slot = sh.storm_slots.acquire().await.ok()?;
+            attempt += 1;
+            *cseq += 1;
+            match connect_and_register(sh, i, *cseq).await {
+                Ok(ws) => return Some(ws),
+                Err(e) => c.storm.count(e),
+            }
+            drop(slot);
+            tokio::time::sleep(backoff(i, attempt)).await;
+        }
+    };
+    match tokio::time::timeout_at(deadline.into(), attempts).await {
+        Ok(Some(ws)) => {
+            c.storm_back.fetch_add(1, Relaxed);
+            c.storm_last_us
+                .fetch_max(t0.elapsed().as_micros() as u64, Relaxed);
+            Some(ws)
+        }
+        _ => {
+            c.storm_gave_up.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+/// A registered connection until it closes (false) or a storm drops it (true): answers
+/// calls, sends WebSocket pings, re-registers when asked.
+async fn session(
+    sh: &Shared,
+    i: usize,
+    mut ws: Ws,
+    cseq: &mut u32,
+    phase: &mut watch::Receiver<Phase>,
+) -> bool {
+    let c = &sh.c;
+    let user = format!("u{i:05}");
+    // pending re-registration: (cseq, deadline, permit held while it is in flight)
+    let mut pending: Option<(u32, Instant, Option<tokio::sync::OwnedSemaphorePermit>)> = None;
     let ka = Duration::from_secs(sh.cfg.keepalive);
     // spread the pings over the interval
     let offset = Duration::from_millis((i as u64 * 7919) % (sh.cfg.keepalive * 1000));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + offset + ka, ka);
     let mut check = tokio::time::interval(Duration::from_secs(1));
-    let finish = |first: &mut bool, ok: bool, timeout: bool| {
-        if *first {
-            *first = false;
-            if ok {
-                c.reg_ok.fetch_add(1, Relaxed);
-            } else if timeout {
-                c.reg_timeout.fetch_add(1, Relaxed);
-            } else {
-                c.reg_fail.fetch_add(1, Relaxed);
-            }
-            c.done.fetch_add(1, Relaxed);
+    let finish = |ok: bool| {
+        if ok {
+            c.rereg_ok.fetch_add(1, Relaxed);
         } else {
-            if ok {
-                c.rereg_ok.fetch_add(1, Relaxed);
-            } else {
-                c.rereg_fail.fetch_add(1, Relaxed);
-            }
-            c.redone.fetch_add(1, Relaxed);
+            c.rereg_fail.fetch_add(1, Relaxed);
         }
+        c.redone.fetch_add(1, Relaxed);
     };
     loop {
         tokio::select! {
@@ -458,24 +652,19 @@ async fn client(
                     Some(Ok(Message::Text(t))) => t.to_string(),
                     Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                        if let Some(_p) = pending.take() {
-                            finish(&mut first, false, false);
+                        if pending.take().is_some() {
+                            finish(false);
                         }
-                        if *phase.borrow() != Phase::Stop {
-                            c.lost.fetch_add(1, Relaxed);
-                        }
-                        return;
+                        c.lost.fetch_add(1, Relaxed);
+                        return false;
                     }
                     Some(Ok(_)) => continue, // ping / pong: tungstenite answers pings itself
                 };
-                if let Some(code) = status_of(&text) {
-                    if cseq_method(&text) == "REGISTER" {
-                        let n: u32 = header(&text, "CSeq", None)
-                            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                            .unwrap_or(0);
-                        if code >= 200 && pending.as_ref().is_some_and(|p| p.0 == n) {
+                if status_of(&text).is_some() {
+                    if let Some((code, n)) = register_answer(&text) {
+                        if pending.as_ref().is_some_and(|p| p.0 == n) {
                             pending = None;
-                            finish(&mut first, code / 100 == 2, false);
+                            finish(code / 100 == 2);
                         }
                     }
                     continue;
@@ -511,21 +700,23 @@ async fn client(
             _ = check.tick() => {
                 if pending.as_ref().is_some_and(|p| Instant::now() > p.1) {
                     pending = None;
-                    finish(&mut first, false, true);
+                    finish(false);
                 }
             }
             r = phase.changed() => {
-                if r.is_err() { return; }
+                if r.is_err() { return false; }
                 let p = *phase.borrow_and_update();
                 match p {
-                    Phase::Stop => { let _ = ws.close(None).await; return; }
-                    Phase::ReRegister if pending.is_none() && !first => {
+                    // dropped as a network blip or a client restart would: no WebSocket
+                    // close, no TLS close_notify, the TCP connection just closes
+                    Phase::Storm => return true,
+                    Phase::ReRegister if pending.is_none() => {
                         let permit = sh.rereg.clone().acquire_owned().await.ok();
-                        cseq += 1;
-                        if ws.send(Message::text(register_msg(&sh, i, cseq))).await.is_err() {
-                            finish(&mut first, false, false);
+                        *cseq += 1;
+                        if ws.send(Message::text(register_msg(sh, i, *cseq))).await.is_err() {
+                            finish(false);
                         } else {
-                            pending = Some((cseq, Instant::now() + REG_TIMEOUT, permit));
+                            pending = Some((*cseq, Instant::now() + REG_TIMEOUT, permit));
                         }
                     }
                     _ => {}
@@ -711,6 +902,57 @@ async fn call(sh: Arc<Shared>, sock: Arc<UdpSocket>, i: usize, k: usize) -> Resu
     result
 }
 
+/// Calls the sampled users (`--calls` of them, spread over 1..N) from the registrar's side,
+/// `--call-concurrency` at a time; `round` keeps the Call-IDs of later rounds apart.
+/// Returns the calls answered.
+async fn sampled_calls(sh: &Arc<Shared>, sock: &Arc<UdpSocket>, round: usize) -> u64 {
+    let (n, k) = (sh.cfg.n, sh.cfg.calls.min(sh.cfg.n));
+    let c = &sh.c;
+    let before = (
+        c.invites.load(Relaxed),
+        c.acks.load(Relaxed),
+        c.byes.load(Relaxed),
+    );
+    let wrong = c.wrong_conn.load(Relaxed);
+    let t0 = Instant::now();
+    let call_sem = Arc::new(Semaphore::new(sh.cfg.call_concurrency));
+    let mut handles = Vec::new();
+    for j in 0..k {
+        let i = 1 + j * n / k.max(1);
+        let permit = call_sem.clone().acquire_owned().await.unwrap();
+        let (sh2, s2) = (sh.clone(), sock.clone());
+        handles.push(tokio::spawn(async move {
+            let r = call(sh2, s2, i, round * k + j).await;
+            drop(permit);
+            r
+        }));
+    }
+    let mut calls_ok = 0u64;
+    let mut shown = 0;
+    for h in handles {
+        match h.await {
+            Ok(Ok(())) => calls_ok += 1,
+            Ok(Err(e)) => {
+                if shown < 10 {
+                    eprintln!("call failed: {e}");
+                    shown += 1;
+                }
+            }
+            Err(e) => eprintln!("call task: {e}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    eprintln!(
+        "calls: {calls_ok}/{k} answered in {:.1} s; at the clients: {} INVITEs, {} ACKs, {} BYEs, {} on a wrong connection",
+        t0.elapsed().as_secs_f64(),
+        c.invites.load(Relaxed) - before.0,
+        c.acks.load(Relaxed) - before.1,
+        c.byes.load(Relaxed) - before.2,
+        c.wrong_conn.load(Relaxed) - wrong
+    );
+    calls_ok
+}
+
 // ------------------------------------------------------------------ memory
 
 #[derive(Clone, Copy, Default, Debug)]
@@ -729,14 +971,25 @@ fn field_kb(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `name` (a /proc/PID/`file` field in kB) summed over `pids`.
+fn sum_kb(pids: &[u32], file: &str, name: &str) -> u64 {
+    pids.iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(format!("/proc/{p}/{file}")).unwrap_or_default();
+            field_kb(&text, name)
+        })
+        .sum()
+}
+
 fn memory(pids: &[u32]) -> Mem {
-    let mut m = Mem::default();
+    let mut m = Mem {
+        pss: sum_kb(pids, "smaps_rollup", "Pss:"),
+        ..Mem::default()
+    };
     for p in pids {
         let st = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
         m.rss += field_kb(&st, "VmRSS:");
         m.hwm += field_kb(&st, "VmHWM:");
-        let sm = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
-        m.pss += field_kb(&sm, "Pss:");
         let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
         if let Some((_, rest)) = stat.rsplit_once(") ") {
             let f: Vec<&str> = rest.split(' ').collect();
@@ -749,6 +1002,194 @@ fn memory(pids: &[u32]) -> Mem {
 
 fn result(key: &str, v: impl std::fmt::Display) {
     println!("RESULT {key}={v}");
+}
+
+// ------------------------------------------------------------------ reconnect storm
+
+/// Proxy-side TCP sockets of `addr` (IPv4) in /proc/net/tcp: (ESTABLISHED, CLOSE_WAIT). A
+/// connection its client closed stays in CLOSE_WAIT until the proxy closes its end.
+fn proxy_sockets(addr: SocketAddr) -> (u64, u64) {
+    let IpAddr::V4(ip) = addr.ip() else {
+        return (0, 0);
+    };
+    // the kernel prints the address as a native-endian u32 of the network-order bytes
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(ip.octets()),
+        addr.port()
+    );
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    // the kernel lists the table a page at a time: a socket that moves while it is read may
+    // be listed twice, so count each (peer, state) once
+    let mut seen = std::collections::HashSet::new();
+    for l in text.lines().skip(1) {
+        let f: Vec<&str> = l.split_whitespace().take(4).collect();
+        if let [_, l, peer, state @ ("01" | "08")] = f[..] {
+            if l == local {
+                seen.insert((peer, state));
+            }
+        }
+    }
+    let established = seen.iter().filter(|(_, s)| *s == "01").count() as u64;
+    (established, seen.len() as u64 - established)
+}
+
+/// The highest memory readings of the proxy seen so far.
+#[derive(Clone, Copy, Default, Debug)]
+struct Peak {
+    rss: u64,
+    pss: u64,
+    rss_samples: u64,
+    pss_samples: u64,
+    /// the slowest PSS reading, ms
+    slowest_pss_ms: u64,
+}
+
+/// Reads the proxy's memory on a thread of its own (so a slow /proc read does not stall the
+/// clients) until `finish`: VmRSS every 100 ms; PSS too, unless reading it takes longer
+/// (smaps_rollup walks the page tables: Kamailio's shared memory is large), then it waits
+/// 9 times its reading time, so that PSS readings take at most a tenth of a core.
+struct PeakSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Peak>,
+}
+
+impl PeakSampler {
+    fn start(pids: Vec<u32>) -> PeakSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut p = Peak::default();
+            let mut next_pss = Instant::now();
+            while !flag.load(Relaxed) {
+                let t = Instant::now();
+                p.rss = p.rss.max(sum_kb(&pids, "status", "VmRSS:"));
+                p.rss_samples += 1;
+                if t >= next_pss {
+                    let t_pss = Instant::now();
+                    p.pss = p.pss.max(sum_kb(&pids, "smaps_rollup", "Pss:"));
+                    p.pss_samples += 1;
+                    p.slowest_pss_ms = p.slowest_pss_ms.max(t_pss.elapsed().as_millis() as u64);
+                    next_pss = Instant::now() + t_pss.elapsed() * 9;
+                }
+                std::thread::sleep(Duration::from_millis(100).saturating_sub(t.elapsed()));
+            }
+            p
+        });
+        PeakSampler { stop, thread }
+    }
+
+    fn finish(self) -> Peak {
+        self.stop.store(true, Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// The reconnect storm: every registered client drops its connection at once; when all
+/// have, all reconnect (TCP + TLS + WebSocket + REGISTER, at most --storm-concurrency in
+/// flight, failed attempts retried with a backoff until --storm-timeout). Measures the
+/// time until the last client is registered again, the failed attempts by kind, the
+/// proxy's CPU and its peak memory, then calls the sampled users again: they must arrive
+/// on the new connections. True when every client came back and every call was answered.
+async fn storm(
+    sh: &Arc<Shared>,
+    sock: &Arc<UdpSocket>,
+    phase: &watch::Sender<Phase>,
+    before: Mem,
+    deadline: Instant,
+) -> bool {
+    let c = &sh.c;
+    let gen = [std::process::id()];
+    let g0 = memory(&gen).ticks;
+    let sampler = PeakSampler::start(sh.cfg.pids.clone());
+    let t0 = Instant::now();
+    // when the drop happened, to check that several generators dropped together
+    let t0_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let _ = sh.storm_t0.set(t0);
+    let _ = phase.send(Phase::Storm);
+    // the barrier: every connection is dropped before the first reconnection
+    while c.live.load(Relaxed) > 0 && t0.elapsed() < TIMEOUT {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let dropped = c.storm_closed.load(Relaxed);
+    let close_ms = t0.elapsed().as_millis();
+    let _ = phase.send(Phase::Reconnect);
+    let limit = deadline.min(t0 + Duration::from_secs(sh.cfg.storm_timeout) + TIMEOUT);
+    let mut last = Instant::now();
+    while c.storm_back.load(Relaxed) + c.storm_gave_up.load(Relaxed) < dropped
+        && Instant::now() < limit
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if last.elapsed() > Duration::from_secs(5) {
+            last = Instant::now();
+            eprintln!(
+                "  {:>6.1} s: {} back, {} failed attempts",
+                t0.elapsed().as_secs_f64(),
+                c.storm_back.load(Relaxed),
+                c.storm.total()
+            );
+        }
+    }
+    let wall = t0.elapsed();
+    let after = memory(&sh.cfg.pids);
+    let gen_ms = (memory(&gen).ticks - g0) * 10;
+    let peak = sampler.finish();
+    let (established, close_wait) = proxy_sockets(sh.cfg.proxy);
+    let back = c.storm_back.load(Relaxed);
+    let secs = c.storm_last_us.load(Relaxed) as f64 / 1e6;
+    let proxy_ms = (after.ticks - before.ticks) * 10;
+    eprintln!(
+        "storm: {dropped} dropped in {close_ms} ms, {back} back in {secs:.2} s, {} gave up, \
+         {} failed attempts; proxy CPU {:.0} %, peak RSS {} MiB (before {} MiB), \
+         {established} established / {close_wait} CLOSE_WAIT at the proxy",
+        c.storm_gave_up.load(Relaxed),
+        c.storm.total(),
+        proxy_ms as f64 / 10.0 / wall.as_secs_f64().max(1e-3),
+        peak.rss / 1024,
+        before.rss / 1024
+    );
+    result("storm_concurrency", sh.cfg.storm_concurrency);
+    result("storm_drop_unix_ms", t0_unix_ms);
+    result("storm_dropped", dropped);
+    result("storm_close_ms", close_ms);
+    result("storm_back", back);
+    result("storm_gave_up", c.storm_gave_up.load(Relaxed));
+    result("storm_secs", format!("{secs:.2}"));
+    result("storm_wall_ms", wall.as_millis());
+    c.storm.report("storm_fail_");
+    result("storm_proxy_cpu_ms", proxy_ms);
+    result("storm_gen_cpu_ms", gen_ms);
+    result("storm_rss_before_kb", before.rss);
+    result("storm_pss_before_kb", before.pss);
+    result("storm_peak_rss_kb", peak.rss.max(after.rss));
+    result("storm_peak_pss_kb", peak.pss.max(after.pss));
+    result("storm_hwm_kb", after.hwm);
+    result("storm_rss_samples", peak.rss_samples);
+    result("storm_pss_samples", peak.pss_samples);
+    result("storm_pss_sample_ms_max", peak.slowest_pss_ms);
+    result("storm_proxy_established", established);
+    result("storm_proxy_close_wait", close_wait);
+
+    let _ = phase.send(Phase::Idle);
+    let (wrong, acks) = (c.wrong_conn.load(Relaxed), c.acks.load(Relaxed));
+    let k = sh.cfg.calls.min(sh.cfg.n) as u64;
+    let calls_ok = sampled_calls(sh, sock, 1).await;
+    let wrong = c.wrong_conn.load(Relaxed) - wrong;
+    result("storm_calls", k);
+    result("storm_calls_ok", calls_ok);
+    result("storm_calls_wrong_connection", wrong);
+    // does the memory of the dropped connections come back?
+    tokio::time::sleep(Duration::from_secs(sh.cfg.settle)).await;
+    let settled = memory(&sh.cfg.pids);
+    result("storm_rss_after_kb", settled.rss);
+    result("storm_pss_after_kb", settled.pss);
+    back == dropped
+        && dropped == c.reg_ok.load(Relaxed)
+        && calls_ok == k
+        && wrong == 0
+        && c.acks.load(Relaxed) - acks == k
 }
 
 // ------------------------------------------------------------------ main
@@ -790,6 +1231,8 @@ async fn run(cfg: Cfg) -> i32 {
     let sh = Arc::new(Shared {
         domain: cfg.registrar.to_string(),
         rereg: Arc::new(Semaphore::new(cfg.concurrency)),
+        storm_slots: Semaphore::new(cfg.storm_concurrency),
+        storm_t0: OnceLock::new(),
         cfg: cfg.clone(),
         c: Counters::default(),
         tls: tls.into(),
@@ -826,7 +1269,7 @@ async fn run(cfg: Cfg) -> i32 {
                 "  {:>6.1} s: {} registered, {} failed, {} open",
                 t0.elapsed().as_secs_f64(),
                 c.reg_ok.load(Relaxed),
-                c.reg_fail.load(Relaxed) + c.reg_timeout.load(Relaxed),
+                c.first.total(),
                 i
             );
         }
@@ -851,11 +1294,7 @@ async fn run(cfg: Cfg) -> i32 {
     result("reg_failed", reg_failed);
     result("reg_secs", format!("{reg_secs:.2}"));
     result("reg_per_s", format!("{:.0}", reg_ok as f64 / reg_secs));
-    result("fail_connect", c.connect_fail.load(Relaxed));
-    result("fail_tls", c.tls_fail.load(Relaxed));
-    result("fail_ws", c.ws_fail.load(Relaxed));
-    result("fail_reg_answer", c.reg_fail.load(Relaxed));
-    result("fail_reg_timeout", c.reg_timeout.load(Relaxed));
+    c.first.report("fail_");
     tokio::time::sleep(Duration::from_secs(cfg.settle)).await;
     let m1 = memory(&cfg.pids);
     eprintln!("after registrations: {m1:?}");
@@ -905,48 +1344,14 @@ async fn run(cfg: Cfg) -> i32 {
 
     // 3. calls from the registrar's side to a sample of the users
     let k = cfg.calls.min(cfg.n);
-    let t2 = Instant::now();
-    let call_sem = Arc::new(Semaphore::new(cfg.call_concurrency));
-    let mut handles = Vec::new();
-    for j in 0..k {
-        let i = 1 + j * cfg.n / k.max(1);
-        let permit = call_sem.clone().acquire_owned().await.unwrap();
-        let (sh2, s2) = (sh.clone(), sock.clone());
-        handles.push(tokio::spawn(async move {
-            let r = call(sh2, s2, i, j).await;
-            drop(permit);
-            r
-        }));
-    }
-    let mut calls_ok = 0u64;
-    let mut shown = 0;
-    for h in handles {
-        match h.await {
-            Ok(Ok(())) => calls_ok += 1,
-            Ok(Err(e)) => {
-                if shown < 10 {
-                    eprintln!("call failed: {e}");
-                    shown += 1;
-                }
-            }
-            Err(e) => eprintln!("call task: {e}"),
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    eprintln!(
-        "calls: {calls_ok}/{k} answered in {:.1} s; at the clients: {} INVITEs, {} ACKs, {} BYEs, {} on a wrong connection",
-        t2.elapsed().as_secs_f64(),
-        c.invites.load(Relaxed),
-        c.acks.load(Relaxed),
-        c.byes.load(Relaxed),
-        c.wrong_conn.load(Relaxed)
-    );
+    let calls_ok = sampled_calls(&sh, &sock, 0).await;
     result("calls", k);
     result("calls_ok", calls_ok);
     result("calls_invites_at_clients", c.invites.load(Relaxed));
     result("calls_acks_at_clients", c.acks.load(Relaxed));
     result("calls_byes_at_clients", c.byes.load(Relaxed));
     result("calls_wrong_connection", c.wrong_conn.load(Relaxed));
+    let acks = c.acks.load(Relaxed);
 
     // 4. steady state
     tokio::time::sleep(Duration::from_secs(cfg.settle)).await;
@@ -973,6 +1378,23 @@ async fn run(cfg: Cfg) -> i32 {
     result("mem3_rss_kb", m3.rss);
     result("mem3_hwm_kb", m3.hwm);
     result("mem3_pss_kb", m3.pss);
+    let storm_ok = !cfg.storm || {
+        // the release may name the moment (Unix time, ms) of the drop, so that several
+        // generators' storms start together
+        if let Some(at) = cfg
+            .release_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| t.trim().parse::<u64>().ok())
+        {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let wait = Duration::from_millis(at.saturating_sub(now).min(10_000));
+            tokio::time::sleep(wait).await;
+        }
+        storm(&sh, &sock, &phase_tx, m3, deadline).await
+    };
     let per = |a: u64, b: u64| {
         if n > 0 {
             (a as f64 - b as f64) * 1024.0 / n as f64
@@ -1005,7 +1427,8 @@ async fn run(cfg: Cfg) -> i32 {
         && calls_ok == k as u64
         && lost == 0
         && c.wrong_conn.load(Relaxed) == 0
-        && c.acks.load(Relaxed) == k as u64;
+        && acks == k as u64
+        && storm_ok;
     result("all_ok", ok);
     if ok {
         0

@@ -12,7 +12,13 @@
 //! `actors/connection/send_queue.rs`), the Dispatcher the cap on outbound connections.
 //! Trusted servers are exempt from the per-source limits and the outbound cap: a busy PBX or
 //! trunk is not an attacker.
+//!
+//! SIGHUP with `-config` replaces them all while Roundabout runs (`ops::reload`): the guard
+//! and the Dispatcher read them at each check, the Routers take the transaction limits. A
+//! new value holds from the next check on ([`LimitChange::applies_to`] says which) and never
+//! closes a connection that is open: a lower `-max-connections` refuses new ones only.
 
+use std::fmt;
 use std::time::Duration;
 
 /// The largest UDP payload over IPv4 (65,535 - 8 UDP - 20 IP header bytes).
@@ -84,6 +90,202 @@ impl Default for Limits {
             transaction_timeout: Duration::from_secs(32),
             ringing_timeout: Duration::from_secs(181),
             max_transactions: 100_000,
+        }
+    }
+}
+
+/// A limit that a reload changes (see [`Limits::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitChange {
+    /// The flag, without its dash.
+    pub flag: &'static str,
+    /// The values as the flag takes them (sizes in bytes, times in seconds, 0: off).
+    pub old: String,
+    pub new: String,
+    /// What the new value holds for.
+    pub applies_to: &'static str,
+}
+
+impl fmt::Display for LimitChange {
+    /// `-max-connections-per-ip 100 -> 2 (for new connections; those open stay)`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "-{} {} -> {} (for {})",
+            self.flag, self.old, self.new, self.applies_to
+        )
+    }
+}
+
+impl Limits {
+    /// The limits that differ in `new`, each with what its new value holds for.
+    pub fn changes(&self, new: &Limits) -> Vec<LimitChange> {
+        let secs = |d: Duration| d.as_secs().to_string();
+        let idle = |d: Option<Duration>| d.map_or_else(|| "0".to_string(), secs);
+        let new_connections = "new connections; those open stay";
+        let rows = [
+            (
+                "max-udp-message",
+                self.max_udp_message.to_string(),
+                new.max_udp_message.to_string(),
+                "the next datagram",
+            ),
+            (
+                "max-stream-message",
+                self.max_stream_message.to_string(),
+                new.max_stream_message.to_string(),
+                "new connections",
+            ),
+            (
+                "max-headers",
+                self.max_headers.to_string(),
+                new.max_headers.to_string(),
+                "the next message",
+            ),
+            (
+                "partial-message-timeout",
+                secs(self.partial_message_timeout),
+                secs(new.partial_message_timeout),
+                "incomplete messages, at their next check",
+            ),
+            (
+                "idle-timeout",
+                idle(self.idle_timeout),
+                idle(new.idle_timeout),
+                "new connections, and open ones at their next idle check",
+            ),
+            (
+                "max-connections",
+                self.max_connections.to_string(),
+                new.max_connections.to_string(),
+                new_connections,
+            ),
+            (
+                "max-connections-per-ip",
+                self.max_connections_per_ip.to_string(),
+                new.max_connections_per_ip.to_string(),
+                new_connections,
+            ),
+            (
+                "pike-limit",
+                self.pike_limit.to_string(),
+                new.pike_limit.to_string(),
+                "the next request",
+            ),
+            (
+                "max-send-queue",
+                self.max_send_queue.to_string(),
+                new.max_send_queue.to_string(),
+                "new connections",
+            ),
+            (
+                "max-outbound-connections",
+                self.max_outbound_connections.to_string(),
+                new.max_outbound_connections.to_string(),
+                "the next connection Roundabout opens; those open stay",
+            ),
+            (
+                "transaction-timeout",
+                secs(self.transaction_timeout),
+                secs(new.transaction_timeout),
+                "new transactions",
+            ),
+            (
+                "ringing-timeout",
+                secs(self.ringing_timeout),
+                secs(new.ringing_timeout),
+                "new transactions",
+            ),
+            (
+                "max-transactions",
+                self.max_transactions.to_string(),
+                new.max_transactions.to_string(),
+                "the next request",
+            ),
+        ];
+        rows.into_iter()
+            .filter(|(_, old, new, _)| old != new)
+            .map(|(flag, old, new, applies_to)| LimitChange {
+                flag,
+                old,
+                new,
+                applies_to,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_name_each_flag_that_differs_in_its_own_units() {
+        let running = Limits::default();
+        assert!(running.changes(&running).is_empty());
+        let new = Limits {
+            max_connections_per_ip: 2,
+            pike_limit: 0,
+            idle_timeout: None,
+            partial_message_timeout: Duration::from_secs(3),
+            ..running
+        };
+        let lines: Vec<String> = running
+            .changes(&new)
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "-partial-message-timeout 10 -> 3 (for incomplete messages, at their next check)",
+                "-idle-timeout 3600 -> 0 (for new connections, and open ones at their next idle \
+                 check)",
+                "-max-connections-per-ip 100 -> 2 (for new connections; those open stay)",
+                "-pike-limit 300 -> 0 (for the next request)",
+            ]
+        );
+        // Every field is compared: one changed at a time gives one line.
+        let each = [
+            Limits {
+                max_udp_message: 2000,
+                ..running
+            },
+            Limits {
+                max_stream_message: 2000,
+                ..running
+            },
+            Limits {
+                max_headers: 20,
+                ..running
+            },
+            Limits {
+                max_connections: 1,
+                ..running
+            },
+            Limits {
+                max_send_queue: 8192,
+                ..running
+            },
+            Limits {
+                max_outbound_connections: 1,
+                ..running
+            },
+            Limits {
+                transaction_timeout: Duration::from_secs(1),
+                ..running
+            },
+            Limits {
+                ringing_timeout: Duration::from_secs(1),
+                ..running
+            },
+            Limits {
+                max_transactions: 1,
+                ..running
+            },
+        ];
+        for new in each {
+            assert_eq!(running.changes(&new).len(), 1, "{new:?}");
         }
     }
 }

@@ -83,11 +83,7 @@ pub fn proxy(config: Config) -> ExitCode {
             ),
         };
         print_banner(&config, &running, &tls_warnings, open_files, metrics);
-        let mut reloader = crate::ops::reload::Reloader::new(
-            config.clone(),
-            running.acceptor.clone(),
-            running.reload.clone(),
-        );
+        let mut reloader = crate::ops::reload::Reloader::new(config.clone(), &running);
         signals.wait(&running, &mut reloader).await;
         drain(&running).await;
         Ok::<_, String>(())

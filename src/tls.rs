@@ -17,7 +17,8 @@
 //! goes into the listeners' [`SharedAcceptor`]: each accepted TLS or WSS connection takes the
 //! acceptor current at its accept, so new handshakes present the new certificate while the
 //! connections already up keep theirs and stay open. A pair that does not load leaves the
-//! running one in place.
+//! running one in place. [`reload_connector`] does the same for outbound connections (the
+//! client certificate, `-tls-ca`, `-tls-insecure`) through the [`SharedConnector`].
 
 use crate::config::Config;
 use crate::csr::pem;
@@ -26,28 +27,34 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use tokio_native_tls::native_tls;
 
-/// The acceptor of the TLS and WSS listeners, replaceable while they run (SIGHUP).
+/// A TLS context replaceable while connections use it (SIGHUP).
 #[derive(Clone)]
-pub struct SharedAcceptor(Arc<RwLock<tokio_native_tls::TlsAcceptor>>);
+pub struct Swappable<T>(Arc<RwLock<T>>);
 
-impl SharedAcceptor {
-    pub fn new(acceptor: tokio_native_tls::TlsAcceptor) -> SharedAcceptor {
-        SharedAcceptor(Arc::new(RwLock::new(acceptor)))
+/// The acceptor of the TLS and WSS listeners.
+pub type SharedAcceptor = Swappable<tokio_native_tls::TlsAcceptor>;
+
+/// The context of outbound TLS and WSS connections.
+pub type SharedConnector = Swappable<tokio_native_tls::TlsConnector>;
+
+impl<T: Clone> Swappable<T> {
+    pub fn new(context: T) -> Swappable<T> {
+        Swappable(Arc::new(RwLock::new(context)))
     }
 
-    /// The acceptor for the connection accepted now (a cheap clone: it shares the context).
-    pub fn current(&self) -> tokio_native_tls::TlsAcceptor {
+    /// The context for the connection made now (a cheap clone: it shares the context).
+    pub fn current(&self) -> T {
         match self.0.read() {
             Ok(a) => a.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    /// Later handshakes use `acceptor`; connections already up are not touched.
-    pub fn replace(&self, acceptor: tokio_native_tls::TlsAcceptor) {
+    /// Later handshakes use `context`; connections already up are not touched.
+    pub fn replace(&self, context: T) {
         match self.0.write() {
-            Ok(mut a) => *a = acceptor,
-            Err(poisoned) => *poisoned.into_inner() = acceptor,
+            Ok(mut a) => *a = context,
+            Err(poisoned) => *poisoned.into_inner() = context,
         }
     }
 }
@@ -58,7 +65,7 @@ pub struct TlsSettings {
     /// For the TLS and WSS listeners; `None` when both are off.
     pub acceptor: Option<SharedAcceptor>,
     /// For trusted servers with protocol tls or wss.
-    pub connector: tokio_native_tls::TlsConnector,
+    pub connector: SharedConnector,
     /// Said at start-up (the self-signed certificate).
     pub warnings: Vec<String>,
 }
@@ -145,11 +152,11 @@ pub fn load(config: &Config) -> Result<TlsSettings, TlsError> {
         )?)),
         _ => None,
     };
-    let connector = connector(
+    let connector = SharedConnector::new(connector(
         files.as_ref(),
         config.tls_ca.as_deref(),
         config.tls_insecure,
-    )?;
+    )?);
     Ok(TlsSettings {
         acceptor,
         connector,
@@ -166,6 +173,21 @@ pub fn reload_acceptor(config: &Config) -> Result<Option<tokio_native_tls::TlsAc
     }
     let pair = load_identity_files(&config.tls_cert, &config.tls_key)?;
     acceptor(&pair, &config.tls_cert, &config.tls_key).map(Some)
+}
+
+/// Makes the outbound context of `config` again (SIGHUP): the client certificate
+/// (`-tls-cert`/`-tls-key`, offered when the files exist), `-tls-ca` and `-tls-insecure`.
+pub fn reload_connector(config: &Config) -> Result<tokio_native_tls::TlsConnector, TlsError> {
+    let files = if config.tls_files_explicit || config.tls_cert.exists() {
+        Some(load_identity_files(&config.tls_cert, &config.tls_key)?)
+    } else {
+        None
+    };
+    connector(
+        files.as_ref(),
+        config.tls_ca.as_deref(),
+        config.tls_insecure,
+    )
 }
 
 /// A certificate chain and its key, both PEM (the key as PKCS#8).

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use roundabout::config::Config;
 use roundabout::proxy::branch::is_loop;
-use roundabout::proxy::contact_token::TokenKey;
+use roundabout::proxy::contact_token::{ContactTokens, TokenKey};
 use roundabout::proxy::responses::{build_response, build_salvaged_response};
 use roundabout::proxy::rewrite::{self, ProxyAddress};
 use roundabout::proxy::validate::{screen_request, validate_request};
@@ -243,7 +243,7 @@ fn exercise(input: &[u8]) {
         remote: "192.0.2.1:5060".parse().unwrap(),
         flow: FlowId(7),
     };
-    let key = TokenKey::default();
+    let key = ContactTokens::new(TokenKey::default());
     if let Ok(uri) = SipUri::parse(msg.request_uri()) {
         let _ = decide(&table, &RouteTarget::from_uri(&uri));
         if let Some(token) = rewrite::token_in_uri(&uri, &local) {
@@ -270,7 +270,8 @@ fn exercise(input: &[u8]) {
             }
         }
         if msg.method() == "REGISTER" {
-            let _ = rewrite::rewrite_register_contact(&msg, &mut rw, &local, Transport::Udp, &key);
+            let _ =
+                rewrite::rewrite_register_contact(&msg, &mut rw, &local, Transport::Udp, key.key());
             let _ = (rewrite::requested_expires(&msg), rewrite::to_user(&msg));
         } else {
             rewrite::rewrite_dialog_contact(&msg, &mut rw, &local, Transport::Udp, &source, &key);

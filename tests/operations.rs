@@ -9,6 +9,10 @@
 //! - a reload of the `-config` file that changes `-trusted-server` applies to the next
 //!   request; a file that does not parse, or a key that does not match its certificate,
 //!   changes nothing;
+//! - a reload that lowers `-max-connections-per-ip` refuses the next connection while the
+//!   one already open stays up and keeps working; raised again, new connections get in;
+//! - each policy refusal (`-strict-client`, `-registered-only`, `-max-transactions`) is
+//!   counted exactly once under its reason;
 //! - `-config` with flags on the command line over it;
 //! - `/health` answers 503 while draining after SIGTERM.
 //!
@@ -526,7 +530,11 @@ async fn options(c: &mut Link, target: SocketAddr, server: Option<&mut Link>, n:
     let req = Request {
         method: "OPTIONS",
         uri: &format!("sip:{target}"),
-        via: format!("SIP/2.0/UDP {};branch=z9hG4bKopt{n};rport", c.local),
+        via: format!(
+            "SIP/2.0/{} {};branch=z9hG4bKopt{n};rport",
+            c.kind.via(),
+            c.local
+        ),
         from: format!("<sip:alice@{}>;tag=o{n}", c.local),
         to: format!("<sip:{target}>"),
         call_id: &call_id,
@@ -615,6 +623,145 @@ async fn reload_of_admission_rules_applies_to_the_next_request() {
     reload(&rb, "reload done");
     assert_eq!(options(&mut c, p.uas, Some(&mut s), 3).await, 200);
     wait_metric(metrics_addr, series, 1.0);
+}
+
+/// A reload that lowers `-max-connections-per-ip` under what a source has open: its next
+/// connection is closed at once, the one it has stays up and keeps carrying requests; a
+/// reload that raises it lets a new one in.
+#[tokio::test]
+async fn reload_of_connection_limits_applies_to_new_connections_only() {
+    let p = Peers::new();
+    let mut srv = Server::listen(Kind::Udp, p.uas, None).await;
+    let metrics_addr = SocketAddr::from((common::PROXY_IP, p.port()));
+    let cap = |n: u32| config_text(&p, &[p.uas], &format!("-max-connections-per-ip {n}\n"));
+    let file = write_file(p.dir(), "roundabout.args", &cap(5));
+    let proxy = udp_only(&p);
+    let maddr = metrics_addr.to_string();
+    let rb = p.roundabout(
+        &["-config", &file, "-metrics-addr", &maddr],
+        &[(p.proxy, Transport::Udp), (p.proxy, Transport::Tcp)],
+    );
+    let refused = "roundabout_connections_refused_total";
+    let mut old = Link::connect(Kind::Tcp, UAC_IP.into(), &proxy).await;
+    let mut s = srv.link().await;
+    assert_eq!(options(&mut old, p.uas, Some(&mut s), 1).await, 200);
+
+    std::fs::write(&file, cap(1)).unwrap();
+    let out = reload(&rb, "reload done");
+    assert!(
+        out.contains(
+            "reload: -max-connections-per-ip 5 -> 1 (for new connections; those open stay)"
+        ),
+        "{out}"
+    );
+    let mut second = Link::connect(Kind::Tcp, UAC_IP.into(), &proxy).await;
+    assert!(
+        second.drained_until_closed(WAIT).await.is_some(),
+        "a second connection from {UAC_IP} must be closed at once:\n{}",
+        rb.output()
+    );
+    wait_metric(metrics_addr, refused, 1.0);
+    for n in 2..4 {
+        assert_eq!(options(&mut old, p.uas, Some(&mut s), n).await, 200);
+    }
+
+    std::fs::write(&file, cap(2)).unwrap();
+    let out = reload(&rb, "reload done");
+    assert!(out.contains("-max-connections-per-ip 1 -> 2"), "{out}");
+    let mut third = Link::connect(Kind::Tcp, UAC_IP.into(), &proxy).await;
+    assert_eq!(options(&mut third, p.uas, Some(&mut s), 4).await, 200);
+    assert_eq!(options(&mut old, p.uas, Some(&mut s), 5).await, 200);
+    wait_metric(metrics_addr, refused, 1.0);
+    let closed = format!("closing tcp connection from {}", old.local);
+    assert!(!rb.output().contains(&closed), "{}", rb.output());
+}
+
+/// Each policy refusal is counted once under its reason, by the Router shard that refused
+/// it: an outsider (`-strict-client`), a client that is not registered (`-registered-only`)
+/// and a REGISTER over `-max-transactions 1` while one waits for the server. The stats line
+/// sums the same counts.
+#[tokio::test]
+async fn each_refusal_reason_is_counted_exactly() {
+    let p = Peers::new();
+    // Hears the first REGISTER and never answers: its transaction stays in flight.
+    let mut srv = Server::listen(Kind::Udp, p.uas, None).await;
+    let metrics_addr = SocketAddr::from((common::PROXY_IP, p.port()));
+    let maddr = metrics_addr.to_string();
+    let server = trusted_udp(p.uas);
+    let allowed = format!("{UAC_IP}/32");
+    let mut rb = p.roundabout_udp_tcp(&[
+        "-strict-host",
+        "-trusted-server",
+        &server,
+        "-strict-client",
+        "-trusted-client-ip",
+        &allowed,
+        "-registered-only",
+        "-max-transactions",
+        "1",
+        "-metrics-addr",
+        &maddr,
+    ]);
+    banner(&mut rb);
+    let proxy = udp_only(&p);
+    let counted = |want: [f64; 4]| {
+        let reasons = [
+            "strict_host",
+            "strict_client",
+            "registered_only",
+            "max_transactions",
+        ];
+        for (reason, n) in reasons.into_iter().zip(want) {
+            let series = format!(r#"roundabout_requests_refused_total{{reason="{reason}"}}"#);
+            wait_metric(metrics_addr, &series, n);
+        }
+    };
+    counted([0.0; 4]);
+
+    let outsider_ip = std::net::Ipv4Addr::new(127, 0, 0, 6);
+    let mut outsider = Link::connect(Kind::Udp, outsider_ip.into(), &proxy).await;
+    assert_eq!(options(&mut outsider, p.uas, None, 1).await, 403);
+    counted([0.0, 1.0, 0.0, 0.0]);
+
+    let mut c = Link::connect(Kind::Udp, UAC_IP.into(), &proxy).await;
+    assert_eq!(options(&mut c, p.uas, None, 2).await, 403);
+    counted([0.0, 1.0, 1.0, 0.0]);
+
+    let local = c.local;
+    let register = |n: u32| {
+        Request {
+            method: "REGISTER",
+            uri: &format!("sip:{}", p.uas),
+            via: format!("SIP/2.0/UDP {local};branch=z9hG4bKreg{n};rport"),
+            from: format!("<sip:alice@{}>;tag=r{n}", p.uas),
+            to: format!("<sip:alice@{}>", p.uas),
+            call_id: &format!("reg-{n}@test"),
+            cseq: 1,
+            headers: vec![format!("Contact: <sip:alice@{local}>")],
+            body: "",
+        }
+        .render()
+    };
+    c.send(&register(1)).await;
+    let mut s = srv.link().await;
+    s.recv_request("REGISTER").await;
+    wait_metric(metrics_addr, "roundabout_transactions_in_flight", 1.0);
+    c.send(&register(2)).await;
+    let answer = c.recv_final().await;
+    assert_eq!(answer.status(), Some(503), "{answer}");
+    assert_eq!(answer.get("Call-ID"), "reg-2@test");
+    counted([0.0, 1.0, 1.0, 1.0]);
+
+    let before = rb.output().matches("stats: ").count();
+    send_signal(&rb, "USR1");
+    let deadline = Instant::now() + WAIT;
+    while rb.output().matches("stats: ").count() == before {
+        assert!(Instant::now() < deadline, "no stats line:\n{}", rb.output());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = rb.output();
+    let line = out.lines().rev().find(|l| l.contains("stats: ")).unwrap();
+    assert!(line.contains("requests refused 3,"), "{line}");
 }
 
 /// A file that does not parse, a port change, and a key that does not match its

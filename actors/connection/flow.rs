@@ -32,7 +32,8 @@ pub struct Flow {
     events: ConnectionEvents,
     /// Its place under the connection caps (accepted ones) and in the live count.
     slot: ConnectionSlot,
-    got_message: bool,
+    /// An accepted connection that has not sent a SIP message yet is closed at this time.
+    first_message_due: Option<Instant>,
     /// When the peer last sent anything.
     last_heard: Instant,
     /// Counts it in `roundabout_connections_open` while it lives.
@@ -58,9 +59,11 @@ impl Flow {
                 flow: id,
             },
             events,
-            slot,
-            got_message: false,
+            first_message_due: slot
+                .is_accepted()
+                .then(|| Instant::now() + FIRST_MESSAGE_TIMEOUT),
             last_heard: Instant::now(),
+            slot,
             _open: crate::ops::metrics::metrics().connection_opened(transport),
         }
     }
@@ -109,7 +112,7 @@ impl Flow {
 
     /// The peer sent a SIP message (routed, or answered on the connection).
     pub fn got_message(&mut self) {
-        self.got_message = true;
+        self.first_message_due = None;
     }
 }
 
@@ -131,6 +134,15 @@ pub trait FlowActor: Actor<Context = Context<Self>> {
     /// Drops what waits to be written and stops the actor at once (no goodbye: the peer
     /// would not read it).
     fn give_up(&mut self, ctx: &mut Context<Self>);
+
+    /// When the actor has something of its own to do next (the WebSocket ping): the
+    /// connection's timer then calls [`FlowActor::duty`]. Nothing by default.
+    fn next_duty(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The actor's own periodic work; it must move [`FlowActor::next_duty`] on.
+    fn duty(&mut self, _ctx: &mut Context<Self>) {}
 
     /// Closes the connection with a log line that says `why`.
     fn close(&mut self, ctx: &mut Context<Self>, why: &str) {
@@ -167,44 +179,99 @@ pub trait FlowActor: Actor<Context = Context<Self>> {
     }
 }
 
-/// Logs the opening and arms both timeouts; called from the actor's `started`.
+/// Logs the opening and starts the connection's timer; called from the actor's `started`.
+///
+/// One timer serves the first-message timeout, the idle timeout and the actor's own duty: it
+/// sleeps until the earliest of them, does what is due and sleeps again. A timer is a future
+/// spawned on the actor's context (a boxed future, and past three of them a larger list in
+/// the context, for every one of tens of thousands of idle connections), and none of these
+/// deadlines can come sooner than when it was armed: the first-message one is fixed, the
+/// idle one only moves later (a shorter `-idle-timeout` from a reload holds from the next
+/// look, as it did with a timer of its own), and the duty is periodic.
 pub fn watch<A: FlowActor>(act: &mut A, ctx: &mut Context<A>) {
     debug!("{} open", act.flow());
-    if act.flow().slot.is_accepted() {
-        ctx.run_later(FIRST_MESSAGE_TIMEOUT, |act, ctx| {
-            if !act.flow().got_message {
-                act.close(
+    tick(act, ctx);
+}
+
+fn tick<A: FlowActor>(act: &mut A, ctx: &mut Context<A>) {
+    loop {
+        let flow = act.flow();
+        let deadlines = Deadlines {
+            first_message: flow.first_message_due,
+            idle: flow
+                .guard()
+                .limits()
+                .idle_timeout
+                .map(|idle| (flow.last_heard + idle, idle)),
+            duty: act.next_duty(),
+        };
+        match deadlines.due(Instant::now()) {
+            Due::FirstMessageLate => {
+                return act.close(
                     ctx,
                     &format!("no SIP message within {FIRST_MESSAGE_TIMEOUT:?}"),
-                );
+                )
             }
-        });
-    }
-    check_idle(act, ctx);
-}
-
-/// Closes the connection when it has received nothing for `-idle-timeout`; else looks
-/// again when that would be the case.
-fn check_idle<A: FlowActor>(act: &mut A, ctx: &mut Context<A>) {
-    let Some(idle) = act.flow().guard().limits().idle_timeout else {
-        return;
-    };
-    match idle_check(act.flow().last_heard, Instant::now(), idle) {
-        Some(after) => {
-            ctx.run_later(after, check_idle::<A>);
+            Due::Idle(idle) => {
+                return act.close(
+                    ctx,
+                    &format!("nothing received for {idle:?} (-idle-timeout)"),
+                )
+            }
+            Due::Duty => act.duty(ctx),
+            Due::Sleep(after) => {
+                ctx.run_later(after, tick::<A>);
+                return;
+            }
+            Due::Nothing => return,
         }
-        None => act.close(
-            ctx,
-            &format!("nothing received for {idle:?} (-idle-timeout)"),
-        ),
     }
 }
 
-/// When a connection that last heard from its peer at `last` must be looked at again for
-/// the idle timeout, or `None` when it has been idle too long now.
-fn idle_check(last: Instant, now: Instant, idle: Duration) -> Option<Duration> {
-    let quiet = now.saturating_duration_since(last);
-    (quiet < idle).then(|| idle - quiet)
+/// The deadlines of one connection.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    /// When an accepted connection that has sent no SIP message yet is closed.
+    first_message: Option<Instant>,
+    /// When the idle timeout closes it, and the timeout (`-idle-timeout` after it last heard
+    /// from the peer).
+    idle: Option<(Instant, Duration)>,
+    /// The actor's next duty.
+    duty: Option<Instant>,
+}
+
+/// What the timer does now.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    FirstMessageLate,
+    /// Idle for this long (`-idle-timeout`).
+    Idle(Duration),
+    Duty,
+    /// Nothing is due yet: look again after this long.
+    Sleep(Duration),
+    /// No deadline at all.
+    Nothing,
+}
+
+impl Deadlines {
+    fn due(&self, now: Instant) -> Due {
+        if self.first_message.is_some_and(|t| t <= now) {
+            return Due::FirstMessageLate;
+        }
+        if let Some((t, idle)) = self.idle {
+            if t <= now {
+                return Due::Idle(idle);
+            }
+        }
+        if self.duty.is_some_and(|t| t <= now) {
+            return Due::Duty;
+        }
+        [self.first_message, self.idle.map(|(t, _)| t), self.duty]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(Due::Nothing, |t| Due::Sleep(t - now))
+    }
 }
 
 #[cfg(test)]
@@ -212,13 +279,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn idle_deadline() {
+    fn the_earliest_deadline_wakes_the_timer_and_closing_ones_come_first() {
         let t0 = Instant::now();
-        let idle = Duration::from_secs(10);
-        assert_eq!(
-            idle_check(t0, t0 + Duration::from_secs(4), idle),
-            Some(Duration::from_secs(6))
-        );
-        assert_eq!(idle_check(t0, t0 + idle, idle), None);
+        let s = Duration::from_secs;
+        let idle = s(10);
+        let none = Deadlines {
+            first_message: None,
+            idle: None,
+            duty: None,
+        };
+        assert_eq!(none.due(t0), Due::Nothing);
+        let d = Deadlines {
+            first_message: Some(t0 + s(30)),
+            idle: Some((t0 + idle, idle)),
+            duty: Some(t0 + s(25)),
+        };
+        assert_eq!(d.due(t0 + s(4)), Due::Sleep(s(6)));
+        assert_eq!(d.due(t0 + idle), Due::Idle(idle));
+        // The peer was heard: the idle deadline moved past the duty.
+        let heard = Deadlines {
+            idle: Some((t0 + s(22) + idle, idle)),
+            ..d
+        };
+        assert_eq!(heard.due(t0 + s(10)), Due::Sleep(s(15)));
+        assert_eq!(heard.due(t0 + s(25)), Due::Duty);
+        let duty_done = Deadlines {
+            duty: Some(t0 + s(50)),
+            ..heard
+        };
+        assert_eq!(duty_done.due(t0 + s(25)), Due::Sleep(s(5)));
+        assert_eq!(duty_done.due(t0 + s(30)), Due::FirstMessageLate);
+        // A message came: only the idle timeout and the duty are left.
+        let answered = Deadlines {
+            first_message: None,
+            ..duty_done
+        };
+        assert_eq!(answered.due(t0 + s(30)), Due::Sleep(s(2)));
+        let no_idle = Deadlines {
+            idle: None,
+            ..answered
+        };
+        assert_eq!(no_idle.due(t0 + s(30)), Due::Sleep(s(20)));
     }
 }

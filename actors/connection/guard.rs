@@ -8,9 +8,14 @@
 //! counting single IPv6 addresses would multiply its share by 2^64).
 //!
 //! One [`Guard`] is made by `actors::start` and shared by every listener and connection
-//! actor. They all run on the sockets' thread, so it is a plain `Rc` with `RefCell`s: the
-//! per-message check is one hash-map lookup, no lock and no allocation (only a new source
-//! adds an entry).
+//! actor, and by the Dispatcher (`-max-outbound-connections`). They all run on the sockets'
+//! thread, so it is a plain `Rc` with `Cell`s and `RefCell`s: the per-message check is one
+//! hash-map lookup, no lock and no allocation (only a new source adds an entry).
+//!
+//! The limits are read at each check, so a reload ([`Guard::set_limits`], SIGHUP with
+//! `-config`) holds from the next one: a lower cap refuses new connections and never closes
+//! one that is open (each slot is given back by the connection that holds it, whatever the
+//! cap is by then).
 //!
 //! Trusted servers are exempt from the per-source cap and from flood protection (by their
 //! exact address: their neighbours in a /64 are not).
@@ -83,7 +88,8 @@ impl Noise {
 pub struct Guard(Rc<Inner>);
 
 struct Inner {
-    limits: Limits,
+    /// The limits in force: replaced whole on reload, copied out at each check.
+    limits: Cell<Limits>,
     /// Shared with the ServerTable, which adds the addresses trusted servers' DNS names
     /// resolve to (issue 15).
     exempt: crate::routing::TrustedAddresses,
@@ -139,7 +145,7 @@ impl Guard {
     /// A guard whose exempt addresses are the shared set of trusted-server addresses.
     pub fn sharing(limits: Limits, exempt: crate::routing::TrustedAddresses) -> Guard {
         Guard(Rc::new(Inner {
-            limits,
+            limits: Cell::new(limits),
             exempt,
             conns: RefCell::default(),
             pike: RefCell::new(Pike::new(Instant::now())),
@@ -148,8 +154,14 @@ impl Guard {
         }))
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.0.limits
+    /// The limits in force now.
+    pub fn limits(&self) -> Limits {
+        self.0.limits.get()
+    }
+
+    /// A reload: `limits` hold from the next check on (see the module documentation).
+    pub fn set_limits(&self, limits: Limits) {
+        self.0.limits.set(limits);
     }
 
     /// Whether `ip` is a trusted server's address.
@@ -170,7 +182,7 @@ impl Guard {
     /// A slot for a connection accepted from `ip`, or `None` (logged) when a cap is reached.
     /// The slot is given back when dropped (with the connection actor that holds it).
     pub fn admit_connection(&self, ip: IpAddr) -> Option<ConnectionSlot> {
-        let limits = &self.0.limits;
+        let limits = self.limits();
         let exempt = self.is_exempt(ip);
         let source = source_key(ip);
         let mut t = self.0.conns.borrow_mut();
@@ -233,7 +245,7 @@ impl Guard {
     /// blocked, and once per block interval in between with the count dropped (each of
     /// these lines at most once a second, whatever the number of sources).
     pub fn admit_request(&self, ip: IpAddr) -> bool {
-        let limit = self.0.limits.pike_limit;
+        let limit = self.limits().pike_limit;
         if limit == 0 || self.is_exempt(ip) {
             return true;
         }
@@ -479,6 +491,44 @@ mod tests {
             .map(|_| unlimited.admit_connection(a).unwrap())
             .collect();
         assert_eq!(unlimited.stats().accepted, many.len());
+    }
+
+    #[test]
+    fn reloaded_caps_refuse_new_connections_and_keep_open_ones() {
+        let g = Guard::new(limits(3, 0, 0), []);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let open: Vec<_> = (0..3).map(|_| g.admit_connection(a).unwrap()).collect();
+        g.set_limits(limits(1, 0, 0));
+        assert!(
+            g.admit_connection(a).is_none(),
+            "lowered under what is open"
+        );
+        assert_eq!(g.stats().accepted, 3, "the open ones stay");
+        let mut open = open.into_iter();
+        drop(open.next());
+        drop(open.next());
+        assert!(
+            g.admit_connection(a).is_none(),
+            "still one open: the new cap of 1 is reached"
+        );
+        g.set_limits(limits(5, 2, 0));
+        let _b = g.admit_connection(a).expect("raised again");
+        assert!(g.admit_connection(a).is_none(), "the new total cap of 2");
+        drop(open);
+        let _c = g.admit_connection(a).expect("a slot came back");
+        assert_eq!(g.stats().refused, 3);
+    }
+
+    #[test]
+    fn a_reloaded_flood_limit_holds_from_the_next_request() {
+        let g = Guard::new(limits(0, 0, 100), []);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!((0..5).all(|_| g.admit_request(ip)));
+        g.set_limits(limits(0, 0, 5));
+        assert!(!g.admit_request(ip), "the 6th request of the window");
+        assert_eq!(g.stats().flooding, 1);
+        g.set_limits(limits(0, 0, 0));
+        assert!(g.admit_request(ip), "flood protection off");
     }
 
     #[test]

@@ -156,8 +156,10 @@ impl<O: Outlet> SendQueue<O> {
                 Poll::Pending => break,
             }
         }
-        if self.items.is_empty() && self.items.capacity() > 64 {
-            self.items = VecDeque::new(); // a burst is over: give its memory back
+        if self.items.is_empty() && self.items.capacity() > 0 {
+            // Nothing waits: an idle connection holds no queue (most of them are idle; a
+            // new one costs an allocation per message, next to its encoding and write).
+            self.items = VecDeque::new();
         }
         if self.dirty && self.outlet.poll_flush(cx)?.is_ready() {
             self.dirty = false;
@@ -362,6 +364,27 @@ mod tests {
         q.abort();
         assert_eq!(q.queued(), 0);
         assert_eq!(q.push(Bytes::from_static(b"x")), Err(Refused::Closing));
+    }
+
+    #[tokio::test]
+    async fn an_emptied_queue_holds_no_memory() {
+        let (mut peer, ours) = tokio::io::duplex(1 << 16);
+        let mut q = SendQueue::new(ByteOutlet(ours), 1 << 20);
+        assert_eq!(
+            q.items.capacity(),
+            0,
+            "nothing allocated before the first message"
+        );
+        for _ in 0..3 {
+            q.push(Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\n\r\n"))
+                .unwrap();
+            assert!(q.items.capacity() > 0);
+            assert!(!drive(&mut q).unwrap());
+            assert_eq!((q.queued(), q.items.capacity()), (0, 0));
+        }
+        let mut got = vec![0u8; 3 * 25];
+        peer.read_exact(&mut got).await.unwrap();
+        assert!(got.starts_with(b"OPTIONS sip:x SIP/2.0\r\n\r\nOPTIONS"));
     }
 
     #[test]

@@ -28,7 +28,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio_native_tls::TlsConnector;
 
 /// How long opening a connection to a next hop (TCP connect, then the TLS handshake, each)
 /// may take before the request gets 503; also the bound of an accepted TLS handshake.
@@ -150,7 +149,12 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
         let transport = self.upgrade.transport();
         let guard = self.guard.clone();
         let flow = Flow::new(next_flow_id(), transport, remote, self.events.clone(), slot);
-        match self.upgrade.clone() {
+        let mut upgrade = self.upgrade.clone();
+        if let Upgrade::Ws(options) | Upgrade::Wss(_, options) = &mut upgrade {
+            // -max-stream-message as it is now (a reload may have changed it).
+            options.max_message = self.guard.limits().max_stream_message;
+        }
+        match upgrade {
             Upgrade::None => {
                 StreamConnection::start(stream, flow, routers);
             }
@@ -228,13 +232,14 @@ fn spawn_handshake(
 /// else its IP), which is also the SNI name.
 pub fn connector(
     bind_ip: IpAddr,
-    tls: TlsConnector,
+    tls: crate::tls::SharedConnector,
     routers: RouterPool,
     events: ConnectionEvents,
     guard: Guard,
 ) -> Connector {
     std::rc::Rc::new(move |transport, addr, tls_name| {
-        let (routers, events, tls) = (routers.clone(), events.clone(), tls.clone());
+        // The context current now: a reload (SIGHUP) changes it for later connections.
+        let (routers, events, tls) = (routers.clone(), events.clone(), tls.current());
         let guard = guard.clone();
         let name = tls_name.unwrap_or_else(|| addr.ip().to_string());
         Box::pin(async move {

@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// How long the HTTP upgrade (after TCP, including TLS for WSS) may take.
@@ -55,15 +55,24 @@ pub const MAX_UNANSWERED: u8 = 2;
 /// The subprotocol of RFC 7118.
 const SIP: &str = "sip";
 
+/// The first read buffer of a WebSocket connection, and the most read from the socket at
+/// once. tungstenite keeps its read buffer for the life of the connection (touched whole:
+/// it zero-fills it before each read) and grows it to the frame being read; a buffer of
+/// 1 KiB or more is also the least every later one is allocated with. So it starts small:
+/// after a REGISTER an idle client holds 1 KiB instead of 4 KiB (benches/results/memory.md).
+/// A larger message takes a few more reads from the TLS layer, which has it decrypted
+/// already.
+pub const WS_READ_BUFFER: usize = 512;
+
 /// The WebSocket limits for SIP: messages and frames of at most `max_message` bytes.
 /// tungstenite's default buffers are 128 KiB each per connection, which with tens of
 /// thousands of idle clients is most of the proxy's memory: SIP messages are a few KB, so
-/// the read buffer starts at 4 KiB (it grows for a larger message) and writes go out at once.
+/// the read buffer starts at [`WS_READ_BUFFER`] and writes go out at once.
 pub fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(0)
 }
 
@@ -479,6 +488,8 @@ pub struct WsConnection<S: AsyncRead + AsyncWrite + Unpin + 'static> {
     /// What waits to be written, at most `-max-send-queue` bytes.
     queue: SendQueue<Outlet<S>>,
     liveness: Liveness,
+    /// When [`Liveness::tick`] is due next (every [`PING_INTERVAL`], on the flow's timer).
+    next_tick: Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> WsConnection<S> {
@@ -498,6 +509,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> WsConnection<S> {
                 routers,
                 queue,
                 liveness: Liveness::default(),
+                next_tick: Instant::now() + PING_INTERVAL,
             }
         })
     }
@@ -534,17 +546,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + 'static> FlowActor for WsConnection<S> 
         self.queue.abort();
         ctx.stop();
     }
+
+    fn next_duty(&self) -> Option<Instant> {
+        Some(self.next_tick)
+    }
+
+    /// Pings a silent peer, closes one silent for too long.
+    fn duty(&mut self, ctx: &mut Context<Self>) {
+        // From now, as `run_interval` did: a late timer does not tick twice in a row.
+        self.next_tick = Instant::now() + PING_INTERVAL;
+        match self.liveness.tick() {
+            Tick::Alive => {}
+            Tick::Ping => self.write(Message::Ping(Bytes::new()), ctx),
+            Tick::Close => self.close(ctx, "no answer to pings"),
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Actor for WsConnection<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(PING_INTERVAL, |act, ctx| match act.liveness.tick() {
-            Tick::Alive => {}
-            Tick::Ping => act.write(Message::Ping(Bytes::new()), ctx),
-            Tick::Close => act.close(ctx, "no answer to pings"),
-        });
         flow::watch(self, ctx);
     }
 
@@ -838,6 +860,71 @@ mod tests {
         let mut rest = Vec::new();
         rewound.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"cdef");
+    }
+
+    /// Messages far larger than [`WS_READ_BUFFER`], whole or in fragments, arrive intact up to
+    /// the configured maximum; one byte more is refused.
+    #[tokio::test]
+    async fn messages_larger_than_the_read_buffer_and_fragmented_ones_arrive_whole() {
+        use async_tungstenite::tungstenite::client::IntoClientRequest;
+        use async_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        use async_tungstenite::tungstenite::protocol::frame::Frame;
+        use futures_util::StreamExt;
+        let max = 20_000;
+        let remote: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let options = WsOptions {
+            max_message: max,
+            ..WsOptions::default()
+        };
+        let (client, server) = tokio::io::duplex(4 * 1024);
+        let server = tokio::spawn(accept(server, options, remote));
+        let request = "ws://x/".into_client_request().unwrap();
+        let (mut ws, _) = async_tungstenite::tokio::client_async(request, client)
+            .await
+            .unwrap();
+        let mut accepted = server.await.unwrap().unwrap();
+        let text = |len: usize, c: char| -> String { std::iter::repeat_n(c, len).collect() };
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(m) = accepted.next().await {
+                match m {
+                    Ok(Message::Text(t)) => got.push(Ok(t.to_string())),
+                    Ok(_) => {}
+                    Err(e) => {
+                        got.push(Err(ws_error_kind(&e)));
+                        break;
+                    }
+                }
+            }
+            got
+        });
+        for len in [1, WS_READ_BUFFER - 14, WS_READ_BUFFER + 1, 4_000, max] {
+            ws.send(Message::text(text(len, 'a'))).await.unwrap();
+        }
+        // One message in three frames (text, continuation, final continuation), 9 KB.
+        for (i, part) in ["b", "c", "d"].iter().enumerate() {
+            let opcode = match i {
+                0 => OpCode::Data(Data::Text),
+                _ => OpCode::Data(Data::Continue),
+            };
+            let frame = Frame::message(text(3_000, part.chars().next().unwrap()), opcode, i == 2);
+            ws.send(Message::Frame(frame)).await.unwrap();
+        }
+        // Refused from its header: the server may close before the whole of it is written.
+        let _ = ws.send(Message::text(text(max + 1, 'e'))).await;
+        let got = reader.await.unwrap();
+        let want_fragmented = text(3_000, 'b') + &text(3_000, 'c') + &text(3_000, 'd');
+        let mut want: Vec<Result<String, &str>> =
+            [1, WS_READ_BUFFER - 14, WS_READ_BUFFER + 1, 4_000, max]
+                .into_iter()
+                .map(|len| Ok(text(len, 'a')))
+                .collect();
+        want.push(Ok(want_fragmented));
+        want.push(Err("message over -max-stream-message"));
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!(g == w, "got {:?}", g.as_ref().map(String::len));
+        }
     }
 
     #[test]

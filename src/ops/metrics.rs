@@ -5,12 +5,15 @@
 //! - **Counted where messages pass**, in [`Metrics`] (one process-wide set of atomics, see
 //!   [`metrics`]): requests received by method and transport (the Router, as each request
 //!   arrives), responses sent by status class (the Router, as it hands them to the
-//!   Dispatcher), requests refused by policy by reason, connections open by transport (one
-//!   [`OpenConnection`] per connection actor), outbound connection failures by trusted
-//!   server, unparseable messages dropped, and the time a message spends inside Roundabout.
-//!   The hot path is one relaxed atomic add per message (the histogram: one short lock).
+//!   Dispatcher), requests refused by `-strict-host` (the Router, on the ServerTable's
+//!   verdict), connections open by transport (one [`OpenConnection`] per connection actor),
+//!   outbound connection failures by trusted server, unparseable messages dropped, and the
+//!   time a message spends inside Roundabout. The hot path is one relaxed atomic add per
+//!   message (the histogram: one short lock).
 //! - **Held by the actors**: transactions (in flight), registered clients, flood drops and
-//!   refused connections, responses dropped. These are asked for on each scrape through
+//!   refused connections, responses dropped, and the requests the proxy core refused by
+//!   rule (`-strict-client`, `-registered-only`, `-max-transactions`, counted where it
+//!   refuses: `proxy::core::ShardCounts`). These are asked for on each scrape through
 //!   `actors::stats::StatsSources::gather`, the very call behind the SIGUSR1 `stats:` line,
 //!   so the log line and the metrics never disagree.
 //!
@@ -79,6 +82,20 @@ impl Refusal {
             Refusal::MaxTransactions => "max_transactions",
         }
     }
+
+    /// The requests refused for this reason since start: the Router's count of -strict-host,
+    /// the Router shards' counts (gathered in `stats`) of the others.
+    fn count(self, m: &Metrics, stats: &Stats) -> u64 {
+        let shards = |f: fn(&crate::proxy::core::ShardCounts) -> u64| -> u64 {
+            stats.transactions.iter().map(f).sum()
+        };
+        match self {
+            Refusal::StrictHost => m.refused_strict_host.load(Relaxed),
+            Refusal::StrictClient => shards(|c| c.refused_strict_client),
+            Refusal::RegisteredOnly => shards(|c| c.refused_registered_only),
+            Refusal::MaxTransactions => shards(|c| c.refused_max_transactions),
+        }
+    }
 }
 
 /// Histogram buckets of the time inside Roundabout, in seconds: 50 µs to 1 s.
@@ -91,7 +108,8 @@ const LATENCY_BUCKETS: [f64; 14] = [
 pub struct Metrics {
     requests: [[AtomicU64; 5]; METHODS.len()],
     responses: [AtomicU64; 6],
-    refused: [AtomicU64; 4],
+    /// -strict-host refusals; the other reasons are the core's ([`Refusal::count`]).
+    refused_strict_host: AtomicU64,
     connections: [AtomicI64; 5],
     unparseable: AtomicU64,
     /// (server label, stage) -> failures; a cold path.
@@ -116,7 +134,7 @@ impl Default for Metrics {
         Metrics {
             requests: Default::default(),
             responses: Default::default(),
-            refused: Default::default(),
+            refused_strict_host: AtomicU64::new(0),
             connections: Default::default(),
             unparseable: AtomicU64::new(0),
             outbound_failures: Mutex::default(),
@@ -159,8 +177,9 @@ impl Metrics {
         }
     }
 
-    pub fn request_refused(&self, why: Refusal) {
-        self.refused[why as usize].fetch_add(1, Relaxed);
+    /// The ServerTable refused a request's host (-strict-host).
+    pub fn strict_host_refused(&self) {
+        self.refused_strict_host.fetch_add(1, Relaxed);
     }
 
     /// A message that could not be parsed nor answered was dropped.
@@ -295,7 +314,7 @@ impl Metrics {
         for why in Refusal::ALL {
             refused
                 .get_or_create(&vec![("reason", why.label().to_string())])
-                .inc_by(self.refused[why as usize].load(Relaxed));
+                .inc_by(why.count(self, stats));
         }
         r.register(
             "requests_refused",
@@ -432,6 +451,7 @@ impl Drop for OpenConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::core::ShardCounts;
 
     #[test]
     fn renders_every_family_in_prometheus_text() {
@@ -443,7 +463,7 @@ mod tests {
         m.response_sent(200);
         m.response_sent(699);
         m.response_sent(42);
-        m.request_refused(Refusal::StrictClient);
+        m.strict_host_refused();
         m.unparseable_dropped();
         m.observe_latency(Duration::from_micros(300));
         let m: &'static Metrics = Box::leak(Box::new(m));
@@ -461,7 +481,17 @@ mod tests {
             "pbx.example.com",
             "WebSocket handshake",
         );
-        let text = m.render(&Stats::default());
+        let shard = |strict_client, registered_only, max_transactions| ShardCounts {
+            refused_strict_client: strict_client,
+            refused_registered_only: registered_only,
+            refused_max_transactions: max_transactions,
+            ..ShardCounts::default()
+        };
+        let stats = Stats {
+            transactions: vec![shard(1, 0, 2), shard(0, 0, 1)],
+            ..Stats::default()
+        };
+        let text = m.render(&stats);
         for line in [
             "# TYPE roundabout_requests_received_total counter",
             "roundabout_requests_received_total{method=\"INVITE\",transport=\"udp\"} 2",
@@ -469,8 +499,10 @@ mod tests {
             "roundabout_requests_received_total{method=\"INVITE\",transport=\"tcp\"} 0",
             "roundabout_responses_sent_total{class=\"1xx\"} 1",
             "roundabout_responses_sent_total{class=\"6xx\"} 1",
+            "roundabout_requests_refused_total{reason=\"strict_host\"} 1",
             "roundabout_requests_refused_total{reason=\"strict_client\"} 1",
-            "roundabout_requests_refused_total{reason=\"strict_host\"} 0",
+            "roundabout_requests_refused_total{reason=\"registered_only\"} 0",
+            "roundabout_requests_refused_total{reason=\"max_transactions\"} 3",
             "roundabout_connections_open{transport=\"wss\"} 1",
             "roundabout_outbound_failures_total{server=\"192.0.2.9:5061/tls\",stage=\"tls\"} 1",
             "roundabout_outbound_failures_total{server=\"other\",stage=\"connect\"} 1",

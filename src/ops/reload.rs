@@ -7,18 +7,22 @@
 //!
 //! - `-tls-cert`/`-tls-key` (always): the new pair goes into the listeners' shared acceptor
 //!   (`tls::SharedAcceptor`); handshakes from then on present it, connections already up keep
-//!   theirs.
+//!   theirs. The outbound context (`tls::SharedConnector`: that pair as the client
+//!   certificate trunks may ask for, `-tls-ca`, `-tls-insecure`) is made again the same way.
 //! - With `-config`: the flags are read again (the file, then the command line over it, as at
 //!   start) and sent (message `Reload`) to the ServerTable (trusted servers, `-strict-host`,
 //!   `-default-sip-server`, `-default-network`) and to every Router shard (`-strict-client`,
 //!   `-registered-only`, the client networks, `-ack-ruri`, the transaction timers and
-//!   `-max-transactions`): the next request is handled by them. The listeners' ports and
-//!   addresses, and the other settings fixed at start, keep their running values; a change
-//!   to one of them is logged as waiting for a restart.
+//!   `-max-transactions`): the next request is handled by them. The connection limits go to
+//!   the connection guard (`Guard::set_limits`), which the listeners, the connections and the
+//!   Dispatcher read at each check: they hold from the next one, and close no connection.
+//!   The listeners' ports and addresses, and the other settings fixed at start, keep their
+//!   running values; a change to one of them is logged as waiting for a restart.
 
+use crate::actors::connection::guard::Guard;
 use crate::actors::messages::Reload;
 use crate::config::{Command, Config};
-use crate::tls::SharedAcceptor;
+use crate::tls::{SharedAcceptor, SharedConnector};
 use actix::prelude::*;
 use log::{info, warn};
 use std::sync::Arc;
@@ -29,6 +33,10 @@ pub struct Reloader {
     current: Config,
     /// The TLS and WSS listeners' acceptor; `None` when both are off.
     acceptor: Option<SharedAcceptor>,
+    /// The outbound TLS and WSS context.
+    connector: SharedConnector,
+    /// The connection limits (it lives on this thread, as the signals loop does).
+    guard: Guard,
     /// Who takes new settings (the ServerTable and the Router shards).
     targets: Vec<Recipient<Reload>>,
     /// Reads the command line again (the process's own arguments; tests give theirs).
@@ -36,15 +44,13 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(
-        current: Config,
-        acceptor: Option<SharedAcceptor>,
-        targets: Vec<Recipient<Reload>>,
-    ) -> Reloader {
+    pub fn new(current: Config, running: &crate::actors::Running) -> Reloader {
         Reloader {
             current,
-            acceptor,
-            targets,
+            acceptor: running.acceptor.clone(),
+            connector: running.connector.clone(),
+            guard: running.guard.clone(),
+            targets: running.reload.clone(),
             args: Box::new(|| std::env::args().skip(1).collect()),
         }
     }
@@ -67,6 +73,10 @@ impl Reloader {
                 Err(e) => return warn!("reload refused: {e}; {keep}"),
             },
         };
+        let connector = match crate::tls::reload_connector(settings) {
+            Ok(c) => c,
+            Err(e) => return warn!("reload refused: {e}; {keep}"),
+        };
         // Everything loaded: apply.
         if let (Some(shared), Some(a)) = (&self.acceptor, acceptor) {
             shared.replace(a);
@@ -76,8 +86,13 @@ impl Reloader {
                 settings.tls_cert.display()
             );
         }
+        self.connector.replace(connector);
         let Some(new) = new else {
-            return info!("reload done (no -config: only certificates are read again)");
+            return info!(
+                "reload done (no -config: only certificates are read again, for the \
+                 listeners and as the client certificate of new outbound TLS and WSS \
+                 connections)"
+            );
         };
         for line in fixed_changes(&self.current, &new) {
             warn!("reload: {line}");
@@ -85,6 +100,15 @@ impl Reloader {
         let applied = Arc::new(new);
         for t in &self.targets {
             t.do_send(Reload(applied.clone()));
+        }
+        self.guard.set_limits(applied.limits);
+        for change in self.current.limits.changes(&applied.limits) {
+            info!("reload: {change}");
+        }
+        if applied.limits.max_connections != self.current.limits.max_connections {
+            if let Some(w) = open_files_warning(applied.limits.max_connections) {
+                warn!("reload: {w}");
+            }
         }
         crate::ops::metrics::metrics().set_trusted_servers(&applied.trusted_servers);
         for w in applied.warnings.iter().filter(|w| w.contains("skipped")) {
@@ -123,18 +147,22 @@ impl Reloader {
             registered_only: applied.registered_only,
             client_networks: applied.client_networks.clone(),
             ack_ruri: applied.ack_ruri,
-            limits: crate::limits::Limits {
-                max_transactions: applied.limits.max_transactions,
-                transaction_timeout: applied.limits.transaction_timeout,
-                ringing_timeout: applied.limits.ringing_timeout,
-                ..self.current.limits
-            },
+            limits: applied.limits,
             tls_cert: applied.tls_cert.clone(),
             tls_key: applied.tls_key.clone(),
             tls_files_explicit: applied.tls_files_explicit,
+            tls_ca: applied.tls_ca.clone(),
+            tls_insecure: applied.tls_insecure,
             ..self.current.clone()
         };
     }
+}
+
+/// The start-up warning about `-max-connections` and the open-files limit, for the value a
+/// reload brings (the limit is read again: an operator may have raised it with `prlimit`).
+fn open_files_warning(max_connections: usize) -> Option<String> {
+    let (soft, _) = rlimit::Resource::NOFILE.get().ok()?;
+    crate::open_files::max_connections_warning(soft, max_connections)
 }
 
 /// The flags read again: the `-config` file and the command line over it.
@@ -195,34 +223,35 @@ fn fixed_changes(running: &Config, new: &Config) -> Vec<String> {
         format!("{:?}", new.local_fqdn),
         identity,
     );
-    let later = "it is not reloaded yet";
-    // The Routers take -max-transactions and the transaction timers; the rest of the
-    // limits belong to the connections.
-    let connection_limits = |l: &crate::limits::Limits| crate::limits::Limits {
-        max_transactions: 0,
-        transaction_timeout: std::time::Duration::ZERO,
-        ringing_timeout: std::time::Duration::ZERO,
-        ..*l
-    };
     check(
-        "the connection limits (-max-connections*, -pike-limit, -max-*-message, \
-         -max-headers, -max-send-queue, -max-outbound-connections, -idle-timeout, \
-         -partial-message-timeout)",
-        format!("{:?}", connection_limits(&running.limits)),
-        format!("{:?}", connection_limits(&new.limits)),
-        later,
+        "-contact-header-fqdn",
+        running.contact_header_fqdn.to_string(),
+        new.contact_header_fqdn.to_string(),
+        identity,
+    );
+    check(
+        "-token-key-file",
+        format!("{:?}", running.token_key_file),
+        format!("{:?}", new.token_key_file),
+        "the key checks the Contact tokens of dialogs already up",
     );
     check(
         "-ws-path",
         format!("{:?}", running.ws_path),
         format!("{:?}", new.ws_path),
-        later,
+        "the WS and WSS listeners are set up with it at start",
     );
     check(
-        "-tls-ca/-tls-insecure",
-        format!("{:?} {}", running.tls_ca, running.tls_insecure),
-        format!("{:?} {}", new.tls_ca, new.tls_insecure),
-        "connections to servers are checked as at start",
+        "-dns-server/-avoid-time",
+        format!("{:?} {:?}", running.dns_server, running.avoid_time),
+        format!("{:?} {:?}", new.dns_server, new.avoid_time),
+        "the resolver and the failover state are made at start",
+    );
+    check(
+        "-log-level",
+        running.log_level.to_string(),
+        new.log_level.to_string(),
+        "the logger is set up at start (RUST_LOG too)",
     );
     out
 }
@@ -241,13 +270,18 @@ mod tests {
         let running = config("-udp-port 5060 -strict-host");
         let same = config("-udp-port 5060 -strict-host -trusted-server 192.0.2.1::5060:udp:");
         assert!(fixed_changes(&running, &same).is_empty());
-        let moved = config("-udp-port 5070 -bind-ip 0.0.0.0 -strict-client -pike-limit 5");
+        let moved = config(
+            "-udp-port 5070 -bind-ip 0.0.0.0 -strict-client -pike-limit 5 \
+             -max-connections-per-ip 1 -tls-insecure -ws-path /sip",
+        );
         let lines = fixed_changes(&running, &moved).join("\n");
-        assert!(!lines.contains("-strict-client"), "{lines}");
+        for reloaded in ["-strict-client", "-pike-limit", "-max-connections", "-tls-"] {
+            assert!(!lines.contains(reloaded), "{reloaded} in {lines}");
+        }
         for words in [
             "-udp-port changed from 5060 to 5070",
             "-bind-ip changed from 127.0.0.1 to 0.0.0.0",
-            "-pike-limit",
+            "-ws-path changed from None to Some(\"/sip\")",
         ] {
             assert!(lines.contains(words), "{words:?} in {lines}");
         }

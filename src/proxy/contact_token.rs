@@ -122,16 +122,38 @@ impl TokenKey {
     /// HMAC-SHA256 over the parts (each length-prefixed, so no two lists collide),
     /// truncated to 64 bits.
     pub fn mac64(&self, parts: &[&[u8]]) -> u64 {
-        let mut ctx = ring::hmac::Context::with_key(&self.0);
+        let mut input = Vec::with_capacity(parts.iter().map(|p| 4 + p.len()).sum());
         for p in parts {
-            ctx.update(&(p.len() as u32).to_be_bytes());
-            ctx.update(p);
+            push_part(&mut input, p);
         }
-        let tag = ctx.sign();
+        self.mac64_of(&input)
+    }
+
+    /// The MAC of input already laid out by [`push_part`]: one `sign` over one buffer
+    /// (feeding a dozen small parts to an HMAC context one by one cost more than the hash).
+    fn mac64_of(&self, input: &[u8]) -> u64 {
+        let tag = ring::hmac::sign(&self.0, input);
         let mut first = [0u8; 8];
         first.copy_from_slice(&tag.as_ref()[..8]);
         u64::from_be_bytes(first)
     }
+
+    /// The whole 256-bit HMAC of `parts` (for callers that cut several values from one).
+    pub fn mac256(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut input = Vec::with_capacity(parts.iter().map(|p| 4 + p.len()).sum());
+        for p in parts {
+            push_part(&mut input, p);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ring::hmac::sign(&self.0, &input).as_ref());
+        out
+    }
+}
+
+/// One MAC input part: its length (32-bit big-endian), then its bytes.
+fn push_part(input: &mut Vec<u8>, part: &[u8]) {
+    input.extend_from_slice(&(part.len() as u32).to_be_bytes());
+    input.extend_from_slice(part);
 }
 
 fn push_hex_byte(out: &mut String, b: u8) {
@@ -154,20 +176,69 @@ impl ContactToken {
     }
 }
 
-impl TokenKey {
+/// A Router shard's contact tokens: the shared [`TokenKey`] and a memo of the MACs the shard
+/// has computed. One dialog needs the same MAC several times (the callee's Contact in the 180
+/// and the 200, each token again when the ACK, re-INVITEs and the BYE come back to it), and
+/// a phone keeps its Contact from call to call, so most look-ups find it here: a hash of
+/// about 100 bytes instead of an HMAC-SHA256. The memo maps exact MAC inputs to the MACs
+/// the key gave for them, so a hit returns what the key would; it is bounded (cleared when
+/// full) and hashed with std's randomly keyed SipHash, since its keys come from senders.
+#[derive(Debug)]
+pub struct ContactTokens {
+    key: TokenKey,
+    memo: std::cell::RefCell<MacMemo>,
+}
+
+#[derive(Debug, Default)]
+struct MacMemo {
+    macs: std::collections::HashMap<Box<[u8]>, u64>,
+    /// The input of the MAC being looked up, reused (no allocation on a hit).
+    scratch: Vec<u8>,
+}
+
+/// Entries kept per shard (each about 100-200 bytes with the map's own overhead).
+const MEMO_ENTRIES: usize = 2048;
+
+impl ContactTokens {
+    pub fn new(key: TokenKey) -> ContactTokens {
+        ContactTokens {
+            key,
+            memo: Default::default(),
+        }
+    }
+
+    /// The key, for the MACs that are not contact tokens (client tokens).
+    pub fn key(&self) -> &TokenKey {
+        &self.key
+    }
+
     fn mac(&self, t: Transport, addr: &SocketAddr, flow: FlowId, uri: &str) -> u64 {
         let ip = match addr.ip() {
             std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             std::net::IpAddr::V6(v6) => v6.octets(),
         };
-        self.mac64(&[
-            b"contact",
+        let mut memo = self.memo.borrow_mut();
+        let MacMemo { macs, scratch } = &mut *memo;
+        scratch.clear();
+        for part in [
+            b"contact".as_slice(),
             t.name().as_bytes(),
             &ip,
             &addr.port().to_be_bytes(),
             &flow.0.to_be_bytes(),
             uri.as_bytes(),
-        ])
+        ] {
+            push_part(scratch, part);
+        }
+        if let Some(&mac) = macs.get(scratch.as_slice()) {
+            return mac;
+        }
+        let mac = self.key.mac64_of(scratch);
+        if macs.len() >= MEMO_ENTRIES {
+            macs.clear();
+        }
+        macs.insert(scratch.as_slice().into(), mac);
+        mac
     }
 
     pub fn encode(&self, source: &Source, original_uri: &str) -> String {
@@ -176,9 +247,10 @@ impl TokenKey {
         out
     }
 
-    /// [`TokenKey::encode`] appended to `out`. Written piece by piece into one buffer sized
-    /// up front: `format!` grew its string several times per token (and `escape_param`
-    /// allocated its own), which showed up as realloc on every rewritten Contact.
+    /// [`ContactTokens::encode`] appended to `out`. Written piece by piece into one buffer
+    /// sized up front: `format!` grew its string several times per token (and
+    /// `escape_param` allocated its own), which showed up as realloc on every rewritten
+    /// Contact.
     pub fn encode_into(&self, out: &mut String, source: &Source, original_uri: &str) {
         let mac = self.mac(source.transport, &source.remote, source.flow, original_uri);
         // name~ip~port~flow~mac~: at most 3+1+45+1+5+1+20+1+16+1 bytes; the URI mostly
@@ -197,7 +269,7 @@ impl TokenKey {
         escape_param_into(out, original_uri);
     }
 
-    /// `None` for anything not made by this process (bad form or MAC).
+    /// `None` for anything not made with this key (bad form or MAC).
     pub fn decode(&self, value: &str) -> Option<ContactToken> {
         let mut parts = value.splitn(6, '~');
         let transport: Transport = parts.next()?.parse().ok()?;
@@ -232,7 +304,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_destination() {
-        let key = TokenKey::default();
+        let key = ContactTokens::new(TokenKey::default());
         let uri = "sip:x8f@df7jal23ls0d.invalid;transport=ws;ob";
         let tok = key.encode(&src(), uri);
         assert!(!tok.contains(';') && !tok.contains('='), "{tok}");
@@ -255,13 +327,15 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("token.key");
-        let made = TokenKey::load_or_create(&path).unwrap();
+        let made = ContactTokens::new(TokenKey::load_or_create(&path).unwrap());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let again = TokenKey::load_or_create(&path).unwrap();
+        let again = ContactTokens::new(TokenKey::load_or_create(&path).unwrap());
         let tok = made.encode(&src(), "sip:a@b");
         assert!(again.decode(&tok).is_some(), "same key after a restart");
-        assert!(TokenKey::default().decode(&tok).is_none());
+        assert!(ContactTokens::new(TokenKey::default())
+            .decode(&tok)
+            .is_none());
         std::fs::write(&path, "not hex").unwrap();
         assert!(matches!(
             TokenKey::load_or_create(&path),
@@ -282,12 +356,45 @@ mod tests {
 
     #[test]
     fn forged_or_foreign_tokens_are_refused() {
-        let key = TokenKey::default();
+        let key = ContactTokens::new(TokenKey::default());
         let tok = key.encode(&src(), "sip:a@b");
-        assert!(TokenKey::default().decode(&tok).is_none(), "other process");
+        let other = ContactTokens::new(TokenKey::default());
+        assert!(other.decode(&tok).is_none(), "other process");
         let forged = tok.replacen("50123", "5060", 1);
         assert!(key.decode(&forged).is_none());
         assert!(key.decode("garbage").is_none());
         assert!(key.decode("udp~1.2.3.4~5060~0~zz~sip:a").is_none());
+        // Forged after the genuine one is in the memo: the memo holds inputs, not tokens.
+        let genuine_mac_other_uri = format!("{}~sip:b@b", &tok[..tok.rfind('~').unwrap()]);
+        assert!(key.decode(&genuine_mac_other_uri).is_none());
+    }
+
+    #[test]
+    fn memo_gives_the_key_s_macs_and_stays_bounded() {
+        let secret = b"a fixed test secret";
+        let memo = ContactTokens::new(TokenKey::from_secret(secret));
+        let fresh = || ContactTokens::new(TokenKey::from_secret(secret));
+        for i in 0..(MEMO_ENTRIES + 10) {
+            let uri = format!("sip:u{i}@example.com");
+            // the same token from the memo (twice) as from a shard that never saw it
+            let first = memo.encode(&src(), &uri);
+            assert_eq!(memo.encode(&src(), &uri), first);
+            assert_eq!(fresh().encode(&src(), &uri), first);
+            assert!(memo.memo.borrow().macs.len() <= MEMO_ENTRIES);
+        }
+    }
+
+    #[test]
+    fn one_buffer_mac_equals_the_part_by_part_hmac() {
+        // Tokens written before the MAC input became one buffer must still verify.
+        let key = TokenKey::from_secret(b"k");
+        let mut ctx = ring::hmac::Context::with_key(&key.0);
+        for p in [b"ab".as_slice(), b"c"] {
+            ctx.update(&(p.len() as u32).to_be_bytes());
+            ctx.update(p);
+        }
+        let old = u64::from_be_bytes(ctx.sign().as_ref()[..8].try_into().unwrap());
+        assert_eq!(key.mac64(&[b"ab", b"c"]), old);
+        assert_eq!(key.mac256(&[b"ab", b"c"])[..8], old.to_be_bytes());
     }
 }

@@ -15,7 +15,7 @@
 
 use super::branch::{is_loop, is_our_branch, BranchGenerator};
 use super::client_tx::{ClientStep, ClientTx, ResponseFate};
-use super::contact_token::TokenKey;
+use super::contact_token::{ContactTokens, TokenKey};
 use super::responses::{build_response, build_response_with, is_local_tag};
 use super::rewrite::{self, ProxyAddress};
 use super::server_tx::{AckFate, ServerState, ServerStep, ServerTx};
@@ -257,8 +257,35 @@ pub struct ShardCounts {
     pub in_flight: usize,
     /// Responses dropped: no transaction, or not from where the request went.
     pub responses_dropped: u64,
-    /// Requests refused by policy (-strict-client, -registered-only, -max-transactions).
-    pub requests_refused: u64,
+    /// Requests refused by policy, by rule: -strict-client and -registered-only (403),
+    /// -max-transactions (503). Counted where the core refuses, read by the stats line and
+    /// `/metrics`.
+    pub refused_strict_client: u64,
+    pub refused_registered_only: u64,
+    pub refused_max_transactions: u64,
+}
+
+impl ShardCounts {
+    /// Requests refused by policy, all rules together.
+    pub fn requests_refused(&self) -> u64 {
+        self.refused_strict_client + self.refused_registered_only + self.refused_max_transactions
+    }
+}
+
+/// An admission rule that refuses requests with 403, counted apart ([`ShardCounts`]).
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    StrictClient,
+    RegisteredOnly,
+}
+
+impl Rule {
+    fn flag(self) -> &'static str {
+        match self {
+            Rule::StrictClient => "-strict-client",
+            Rule::RegisteredOnly => "-registered-only",
+        }
+    }
 }
 
 /// Lets one log line a second through; counts the rest.
@@ -313,7 +340,7 @@ type IdMap<V> = HashMap<u64, V, BuildHasherDefault<TxIdHasher>>;
 /// One shard's proxy state and rules.
 pub struct ProxyCore {
     local: ProxyAddress,
-    key: TokenKey,
+    tokens: ContactTokens,
     strict_client: bool,
     registered_only: bool,
     client_networks: Vec<IpCidr>,
@@ -363,7 +390,7 @@ impl ProxyCore {
                 LocalIdentity::from_config(config),
                 config.contact_header_fqdn,
             ),
-            key,
+            tokens: ContactTokens::new(key),
             strict_client: config.strict_client,
             registered_only: config.registered_only,
             client_networks: config.client_networks.clone(),
@@ -423,7 +450,7 @@ impl ProxyCore {
                     if registered {
                         self.admit(a)
                     } else {
-                        self.refuse(a, "Forbidden - Not Registered", "-registered-only")
+                        self.refuse(a, "Forbidden - Not Registered", Rule::RegisteredOnly)
                     }
                 }
             }
@@ -432,7 +459,7 @@ impl ProxyCore {
                     self.fail(p.job, 500, "Server Internal Error")
                 }
                 if let Some(a) = self.gated.remove(&job) {
-                    self.refuse(a, "Forbidden - Not Registered", "-registered-only")
+                    self.refuse(a, "Forbidden - Not Registered", Rule::RegisteredOnly)
                 }
             }
             Event::DeliveryFailed(id, error) => self.on_delivery_failed(id, error),
@@ -560,7 +587,7 @@ impl ProxyCore {
             .as_ref()
             .ok()
             .and_then(|u| rewrite::token_to_restore(&msg, u, &self.local, our_routes))
-            .and_then(|t| self.key.decode(t));
+            .and_then(|t| self.tokens.decode(t));
         let target = if let Some(route) = next_route {
             match NameAddr::parse(route)
                 .ok()
@@ -611,7 +638,7 @@ impl ProxyCore {
                     .as_ref()
                     .ok()
                     .and_then(|u| rewrite::token_in_uri(u, &self.local))
-                    .is_some_and(|t| self.key.decode(t).is_some()));
+                    .is_some_and(|t| self.tokens.decode(t).is_some()));
         let request_uri = token.map(|t| t.original_uri);
         let admission = Admission {
             msg,
@@ -630,7 +657,7 @@ impl ProxyCore {
                 return self.refuse(
                     admission,
                     "Forbidden - Not From A Trusted Network",
-                    "-strict-client",
+                    Rule::StrictClient,
                 );
             }
             if self.registered_only && method != "REGISTER" {
@@ -658,7 +685,7 @@ impl ProxyCore {
                 return self.on_retransmission(id);
             }
             if !self.budget.take() {
-                self.counters.requests_refused += 1;
+                self.counters.refused_max_transactions += 1;
                 let held = self.budget.held();
                 self.log_refusal(format_args!(
                     "{method} from {} refused: {held} transactions held (-max-transactions)",
@@ -689,13 +716,17 @@ impl ProxyCore {
 
     /// Answers 403 for a request that may not pass (an ACK is dropped), counted and logged
     /// (at most one line a second: the peer chooses how many it sends).
-    fn refuse(&mut self, a: Admission, reason: &str, rule: &str) {
-        self.counters.requests_refused += 1;
+    fn refuse(&mut self, a: Admission, reason: &str, rule: Rule) {
+        match rule {
+            Rule::StrictClient => self.counters.refused_strict_client += 1,
+            Rule::RegisteredOnly => self.counters.refused_registered_only += 1,
+        }
         self.log_refusal(format_args!(
-            "{} {} from {} refused ({rule})",
+            "{} {} from {} refused ({})",
             a.msg.method(),
             a.msg.request_uri(),
-            a.source.remote
+            a.source.remote,
+            rule.flag()
         ));
         self.reply_stateless(&a.msg, &a.source, 403, reason);
     }
@@ -976,7 +1007,7 @@ impl ProxyCore {
                 let built = rewrite::build_request(
                     &msg,
                     &self.local,
-                    &self.key,
+                    &self.tokens,
                     &source,
                     source_via.as_deref(),
                     out,
@@ -1006,7 +1037,7 @@ impl ProxyCore {
                 let built = rewrite::build_request(
                     request,
                     &self.local,
-                    &self.key,
+                    &self.tokens,
                     &tx.source,
                     tx.source_via.as_deref(),
                     out,
@@ -1258,7 +1289,7 @@ impl ProxyCore {
                     &self.local,
                     tx.source.transport,
                     source,
-                    &self.key,
+                    &self.tokens,
                 );
             }
             None => {}
@@ -2446,7 +2477,8 @@ mod tests {
             !refused.iter().any(|x| matches!(x, Action::Resolve { .. })),
             "nothing created"
         );
-        assert_eq!(a.counts().requests_refused, 1);
+        assert_eq!(a.counts().refused_max_transactions, 1);
+        assert_eq!(a.counts().requests_refused(), 1);
         assert_eq!(budget.held(), 2);
     }
 

@@ -5,7 +5,7 @@
 //! Via (plus received/rport on the sender's Via, RFC 3581) and Contact where the transport
 //! changes. Everything else is left to [`SipMessage::render`] to copy byte for byte.
 
-use super::contact_token::{TokenKey, PARAM};
+use super::contact_token::{ContactTokens, TokenKey, PARAM};
 use super::transaction::OutgoingHop;
 use crate::routing::{LocalIdentity, Source};
 use crate::sip::header::iter_values;
@@ -325,7 +325,7 @@ pub fn rewrite_dialog_contact(
     local: &ProxyAddress,
     out: Transport,
     sender: &Source,
-    key: &TokenKey,
+    tokens: &ContactTokens,
 ) {
     rewrite_contacts(msg, rw, |na, uri| {
         if local.is_us(uri) && uri.param(PARAM).is_some() {
@@ -339,7 +339,7 @@ pub fn rewrite_dialog_contact(
             s.push(';');
             s.push_str(PARAM);
             s.push('=');
-            key.encode_into(s, sender, original);
+            tokens.encode_into(s, sender, original);
         }))
     });
 }
@@ -542,7 +542,7 @@ pub struct BuiltRequest {
 pub fn build_request(
     msg: &SipMessage,
     local: &ProxyAddress,
-    key: &TokenKey,
+    tokens: &ContactTokens,
     source: &Source,
     // the sender's top Via with received/rport ([`top_via_with_received`])
     source_via: Option<&str>,
@@ -586,9 +586,15 @@ pub fn build_request(
     }
     decrement_max_forwards(msg, &mut rw);
     let register_contacts = if register {
-        Some(rewrite_register_contact(msg, &mut rw, local, out, key))
+        Some(rewrite_register_contact(
+            msg,
+            &mut rw,
+            local,
+            out,
+            tokens.key(),
+        ))
     } else {
-        rewrite_dialog_contact(msg, &mut rw, local, out, source, key);
+        rewrite_dialog_contact(msg, &mut rw, local, out, source, tokens);
         None
     };
     let request_uri = request_uri.unwrap_or_else(|| msg.request_uri()).to_string();
@@ -895,7 +901,7 @@ mod tests {
 
     #[test]
     fn dialog_contact_gets_token_that_leads_back() {
-        let key = TokenKey::default();
+        let key = ContactTokens::new(TokenKey::default());
         let m = msg("INVITE sip:b@x SIP/2.0\r\nContact: \"Al\" <sip:alice@10.0.0.1:5062;ob>;+sip.instance=\"<urn:x>\"\r\n\r\n");
         let sender = src(Transport::Udp, "192.0.2.35:40000");
         let mut rw = Rewrite::default();
