@@ -62,6 +62,12 @@ use tokio::net::{TcpSocket, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_native_tls::native_tls;
 
+#[path = "common/sip.rs"]
+mod sip;
+use sip::{
+    all_values, cseq_method, header, method_of, request_uri, response, status_of, uri_of, user_of,
+};
+
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// A registration through a proxy that retransmits over UDP may take up to Timer F.
 const REG_TIMEOUT: Duration = Duration::from_secs(34);
@@ -175,72 +181,6 @@ fn parse_args() -> Cfg {
 
 // ------------------------------------------------------------------ SIP text helpers
 
-/// Header values by name (long or compact form), in order; comma-separated values of
-/// Via / Record-Route / Route / Path are not split here.
-fn headers<'a>(msg: &'a str, name: &str, compact: Option<&str>) -> Vec<&'a str> {
-    let head = msg.split("\r\n\r\n").next().unwrap_or("");
-    head.split("\r\n")
-        .skip(1)
-        .filter_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            let n = n.trim();
-            (n.eq_ignore_ascii_case(name) || compact.is_some_and(|c| n.eq_ignore_ascii_case(c)))
-                .then_some(v.trim())
-        })
-        .collect()
-}
-
-fn header<'a>(msg: &'a str, name: &str, compact: Option<&str>) -> Option<&'a str> {
-    headers(msg, name, compact).into_iter().next()
-}
-
-/// Splits a header value list at commas outside <> and quotes.
-fn split_list(v: &str) -> Vec<String> {
-    let (mut out, mut cur, mut angle, mut quote) = (vec![], String::new(), false, false);
-    for ch in v.chars() {
-        match ch {
-            '"' => quote = !quote,
-            '<' if !quote => angle = true,
-            '>' if !quote => angle = false,
-            ',' if !quote && !angle => {
-                out.push(cur.trim().to_string());
-                cur.clear();
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(ch);
-    }
-    if !cur.trim().is_empty() {
-        out.push(cur.trim().to_string());
-    }
-    out
-}
-
-fn all_values(msg: &str, name: &str, compact: Option<&str>) -> Vec<String> {
-    headers(msg, name, compact)
-        .into_iter()
-        .flat_map(split_list)
-        .collect()
-}
-
-/// The URI of a name-addr (`<...>`) or addr-spec value.
-fn uri_of(v: &str) -> &str {
-    match (v.find('<'), v.find('>')) {
-        (Some(a), Some(b)) if b > a => &v[a + 1..b],
-        _ => v.split(';').next().unwrap_or(v).trim(),
-    }
-}
-
-/// The user part of a SIP URI.
-fn user_of(uri: &str) -> &str {
-    let rest = uri.split_once(':').map(|x| x.1).unwrap_or(uri);
-    match rest.split_once('@') {
-        Some((u, _)) => u.split(';').next().unwrap_or(u),
-        None => "",
-    }
-}
-
 /// host:port of a SIP URI (port 5060 when absent), IPv4 only.
 fn addr_of(uri: &str) -> Option<SocketAddr> {
     let rest = uri.split_once(':')?.1;
@@ -248,66 +188,6 @@ fn addr_of(uri: &str) -> Option<SocketAddr> {
     let hp = hp.split([';', '?', '>']).next()?;
     let (h, p) = hp.split_once(':').unwrap_or((hp, "5060"));
     Some(SocketAddr::new(h.parse().ok()?, p.parse().ok()?))
-}
-
-fn status_of(msg: &str) -> Option<u16> {
-    let l = msg.split("\r\n").next()?;
-    l.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
-}
-
-fn method_of(msg: &str) -> &str {
-    if msg.starts_with("SIP/2.0") {
-        ""
-    } else {
-        msg.split(' ').next().unwrap_or("")
-    }
-}
-
-fn request_uri(msg: &str) -> &str {
-    msg.split("\r\n")
-        .next()
-        .unwrap_or("")
-        .split(' ')
-        .nth(1)
-        .unwrap_or("")
-}
-
-fn cseq_method(msg: &str) -> &str {
-    header(msg, "CSeq", None)
-        .and_then(|v| v.split_whitespace().nth(1))
-        .unwrap_or("")
-}
-
-/// A response to `req`: every Via, Record-Route (for 2xx to INVITE), From, To (a tag added
-/// when it has none), Call-ID and CSeq copied, plus `extra` lines.
-fn response(req: &str, code: u16, reason: &str, to_tag: &str, extra: &[String]) -> String {
-    let mut r = format!("SIP/2.0 {code} {reason}\r\n");
-    for v in headers(req, "Via", Some("v")) {
-        r += &format!("Via: {v}\r\n");
-    }
-    if code / 100 == 2 && method_of(req) == "INVITE" {
-        for v in headers(req, "Record-Route", None) {
-            r += &format!("Record-Route: {v}\r\n");
-        }
-    }
-    let to = header(req, "To", Some("t")).unwrap_or("");
-    let to = if to.contains(";tag=") {
-        to.to_string()
-    } else {
-        format!("{to};tag={to_tag}")
-    };
-    r += &format!(
-        "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n",
-        header(req, "From", Some("f")).unwrap_or(""),
-        header(req, "Call-ID", Some("i")).unwrap_or(""),
-        header(req, "CSeq", None).unwrap_or("")
-    );
-    for e in extra {
-        r += e;
-        r += "\r\n";
-    }
-    r += "Content-Length: 0\r\n\r\n";
-    r
 }
 
 // ------------------------------------------------------------------ counters
@@ -677,17 +557,17 @@ async fn session(
                         if user_of(request_uri(&text)) != user || to_user != user {
                             c.wrong_conn.fetch_add(1, Relaxed);
                             eprintln!("client {user}: INVITE for {} / To {to_user} on its connection", request_uri(&text));
-                            Some(response(&text, 404, "Not Here", "x", &[]))
+                            Some(response(&text, 404, "Not Here", "x", &[], None))
                         } else {
                             Some(response(&text, 200, "OK", &format!("a{i}"), &[
                                 format!("Contact: <sip:{user}@c{i}.invalid;transport=ws>"),
-                            ]))
+                            ], None))
                         }
                     }
                     "ACK" => { c.acks.fetch_add(1, Relaxed); None }
-                    "BYE" => { c.byes.fetch_add(1, Relaxed); Some(response(&text, 200, "OK", "x", &[])) }
+                    "BYE" => { c.byes.fetch_add(1, Relaxed); Some(response(&text, 200, "OK", "x", &[], None)) }
                     "" => None,
-                    _ => Some(response(&text, 200, "OK", "x", &[])),
+                    _ => Some(response(&text, 200, "OK", "x", &[], None)),
                 };
                 if let Some(r) = reply {
                     let _ = ws.send(Message::text(r)).await;
@@ -760,13 +640,13 @@ async fn registrar(sh: Arc<Shared>, sock: Arc<UdpSocket>) {
                     .lock()
                     .unwrap()
                     .insert(user, Binding { contact: uri, path });
-                let r = response(&msg, 200, "OK", "reg", &extra);
+                let r = response(&msg, 200, "OK", "reg", &extra, None);
                 let _ = sock.send_to(r.as_bytes(), from).await;
             }
             "ACK" => {}
             "" => {}
             _ => {
-                let r = response(&msg, 200, "OK", "srv", &[]);
+                let r = response(&msg, 200, "OK", "srv", &[], None);
                 let _ = sock.send_to(r.as_bytes(), from).await;
             }
         }

@@ -163,6 +163,17 @@ fn print_banner(
         if config.ack_ruri { "Request-URI" } else { "To" },
         config.default_network
     );
+    // Answered transactions stay for -transaction-timeout (64*T1) over UDP to absorb
+    // retransmissions, and a call holds two (INVITE, BYE): the budget, not the CPU, is
+    // what first limits a sustained call rate, so say which rate it allows.
+    let linger = config.limits.transaction_timeout.as_secs().max(1) as usize;
+    let _ = writeln!(
+        s,
+        "transactions: up to {} at once (-max-transactions), about {} calls/s sustained over \
+         UDP (a call holds 2 for {linger} s after their answers)",
+        config.limits.max_transactions,
+        config.limits.max_transactions / (2 * linger)
+    );
     if let Some(path) = &config.ws_path {
         let _ = writeln!(s, "ws and wss accept the HTTP path {path} only");
     }

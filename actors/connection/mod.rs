@@ -12,6 +12,7 @@
 //! - `guard`: connection caps, flood protection, the throttle of the log lines peers cause,
 //!   and their counters, shared by all of them.
 //! - `send_queue`: what waits to be written on one connection, bounded by `-max-send-queue`.
+//! - `read_ahead`: one system call per burst under TLS and WebSocket, nothing held when idle.
 //!
 //! Every message goes through [`handle_message`]: flood check, parse, screening; what is
 //! wrong with it is answered (400, 420, 505) or dropped right there, with a log line (at
@@ -24,6 +25,7 @@
 
 pub mod flow;
 pub mod guard;
+pub mod read_ahead;
 pub mod send_queue;
 pub mod stream;
 pub mod tcp;

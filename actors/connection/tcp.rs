@@ -13,6 +13,7 @@
 use super::flow::Flow;
 use super::guard::{Guard, Noise};
 use super::next_flow_id;
+use super::read_ahead::ReadAhead;
 use super::stream::StreamConnection;
 use super::ws::{self, WsConnection, WsOptions};
 use crate::actors::messages::{
@@ -161,7 +162,10 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
             Upgrade::Tls(acceptor) => {
                 let acceptor = acceptor.current();
                 spawn_handshake(guard, transport, remote, CONNECT_TIMEOUT, async move {
-                    let tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
+                    let tls = acceptor
+                        .accept(ReadAhead::new(stream))
+                        .await
+                        .map_err(|e| e.to_string())?;
                     StreamConnection::start(tls, flow, routers);
                     Ok(())
                 })
@@ -172,7 +176,7 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
                 remote,
                 ws::HANDSHAKE_TIMEOUT,
                 async move {
-                    let ws = ws::accept(stream, options, remote)
+                    let ws = ws::accept(ReadAhead::new(stream), options, remote)
                         .await
                         .map_err(|e| e.to_string())?;
                     WsConnection::start(ws, flow, routers);
@@ -187,7 +191,7 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for TcpListenerActo
                 async move {
                     let acceptor = acceptor.current();
                     let tls = acceptor
-                        .accept(stream)
+                        .accept(ReadAhead::new(stream))
                         .await
                         .map_err(|e| format!("TLS: {e}"))?;
                     let ws = ws::accept(tls, options, remote)
@@ -273,11 +277,11 @@ pub fn connector(
                 Transport::Udp => unreachable!("handled above"),
                 Transport::Tcp => opened.sip(stream),
                 Transport::Ws => opened
-                    .websocket(stream, &name)
+                    .websocket(ReadAhead::new(stream), &name)
                     .await
                     .map_err(|e| unreachable("WebSocket handshake", e))?,
                 Transport::Tls | Transport::Wss => {
-                    let tls = bounded(CONNECT_TIMEOUT, tls.connect(&name, stream))
+                    let tls = bounded(CONNECT_TIMEOUT, tls.connect(&name, ReadAhead::new(stream)))
                         .await
                         .map_err(|e| unreachable("TLS handshake", e))?;
                     if transport == Transport::Tls {

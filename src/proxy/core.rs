@@ -364,9 +364,10 @@ pub struct ProxyCore {
     by_key: HashMap<ServerKey, TxId>,
     /// Our own branches (they embed a loop hash of sender-chosen fields): SipHash too.
     by_branch: HashMap<String, TxId>,
-    /// INVITEs whose 2xx Roundabout retransmits to a UDP caller, by (Call-ID, CSeq number):
-    /// the caller's ACK (a new branch) stops it.
-    by_dialog: HashMap<(String, u32), TxId>,
+    /// INVITEs whose 2xx Roundabout retransmits to a UDP caller, by Call-ID (with their
+    /// CSeq numbers): the caller's ACK (a new branch) stops it, and so does a BYE of the
+    /// call from either end (the ACK was lost, the call is over all the same).
+    by_dialog: HashMap<String, Vec<(u32, TxId)>>,
     pending: IdMap<Pending>,
     next_id: u64,
     /// Set on shutdown: new transactions are refused with 503.
@@ -564,6 +565,18 @@ impl ProxyCore {
             _ => {
                 if let Some(&id) = self.by_key.get(&key) {
                     return self.on_retransmission(id);
+                }
+                if method == "BYE" {
+                    // Only from the call's own ends: a Call-ID is no secret.
+                    if let Some(call_id) = msg.call_id() {
+                        self.stop_2xx_retransmissions(call_id, |_, tx| {
+                            tx.source == source
+                                || tx
+                                    .down
+                                    .as_ref()
+                                    .is_some_and(|d| d.destination.sent_to(&source))
+                        });
+                    }
                 }
             }
         }
@@ -764,12 +777,7 @@ impl ProxyCore {
         }
         // The ACK for a 2xx (a new branch) stops our retransmission of that 2xx.
         if let (Some(call_id), Some((cseq, _))) = (msg.call_id(), msg.cseq()) {
-            if let Some(id) = self.by_dialog.remove(&(call_id.to_string(), cseq)) {
-                let t = self.timers;
-                if let Some(tx) = self.txs.get_mut(&id) {
-                    tx.server.ack(&t, &mut Vec::new());
-                }
-            }
+            self.stop_2xx_retransmissions(call_id, |c, _| c == cseq);
         }
         if is_local_tag(msg) {
             trace!("absorbed an ACK for a final Roundabout made itself");
@@ -1228,7 +1236,10 @@ impl ProxyCore {
             .final_response(status, bytes, retransmit_2xx, &t, &mut steps);
         if tx.server.is_retransmitting_2xx() {
             if let (Some(call_id), Some((cseq, _))) = (msg.call_id(), msg.cseq()) {
-                self.by_dialog.insert((call_id.to_string(), cseq), id);
+                self.by_dialog
+                    .entry(call_id.to_string())
+                    .or_default()
+                    .push((cseq, id));
             }
         }
         let tx = self.txs.get_mut(&id).expect("present");
@@ -1551,6 +1562,26 @@ impl ProxyCore {
         }
     }
 
+    /// Ends the 2xx retransmissions of the INVITEs of `call_id` that `which` picks (by CSeq
+    /// number and transaction), as their ACK would.
+    fn stop_2xx_retransmissions(&mut self, call_id: &str, which: impl Fn(u32, &ProxyTx) -> bool) {
+        let Some(entries) = self.by_dialog.get_mut(call_id) else {
+            return;
+        };
+        let t = self.timers;
+        entries.retain(|&(cseq, id)| match self.txs.get_mut(&id) {
+            Some(tx) if which(cseq, tx) => {
+                tx.server.ack(&t, &mut Vec::new());
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+        if entries.is_empty() {
+            self.by_dialog.remove(call_id);
+        }
+    }
+
     fn forget(&mut self, id: TxId) {
         if let Some(tx) = self.txs.remove(&id) {
             self.budget.give_back();
@@ -1558,7 +1589,10 @@ impl ProxyCore {
             if let Some(d) = &tx.down {
                 self.by_branch.remove(&d.branch);
             }
-            self.by_dialog.retain(|_, v| *v != id);
+            self.by_dialog.retain(|_, v| {
+                v.retain(|&(_, t)| t != id);
+                !v.is_empty()
+            });
         }
     }
 }
@@ -2063,6 +2097,42 @@ mod tests {
         assert!(matches!(a[..], [Action::Resolve { .. }]), "{a:?}");
         assert!(statuses_to(&h.tick_at(ms(16500)), &up).is_empty());
         assert!(statuses_to(&h.tick_at(ms(20500)), &up).is_empty());
+    }
+
+    #[test]
+    fn a_bye_of_the_call_from_its_own_end_stops_the_2xx_retransmission_a_strangers_does_not() {
+        // The caller's ACK was lost; its BYE (or the callee's) says the call is over.
+        for bye_from_caller in [true, false] {
+            let mut h = Harness::new();
+            let caller = udp_caller();
+            let up = caller.reply_destination();
+            let sent = h.call(caller, Transport::Tcp);
+            h.at(secs(1));
+            h.feed(Event::Message(
+                response_to(&sent, 200, Some("b1")),
+                server_source(Transport::Tcp),
+            ));
+            assert_eq!(statuses_to(&h.tick_at(ms(1500)), &up), [200]);
+            let stranger = Source {
+                remote: "203.0.113.66:5060".parse().unwrap(),
+                ..caller
+            };
+            h.caller_sends(request("BYE", "z9hG4bK-x1", ";tag=b1"), stranger);
+            assert_eq!(
+                statuses_to(&h.tick_at(ms(2500)), &up),
+                [200],
+                "a stranger's BYE"
+            );
+            let end = if bye_from_caller {
+                caller
+            } else {
+                server_source(Transport::Tcp)
+            };
+            h.caller_sends(request("BYE", "z9hG4bK-b2", ";tag=b1"), end);
+            for t in [4500, 8500, 12500] {
+                assert!(statuses_to(&h.tick_at(ms(t)), &up).is_empty(), "at {t} ms");
+            }
+        }
     }
 
     #[test]
