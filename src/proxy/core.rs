@@ -151,6 +151,9 @@ struct ProxyTx {
     /// Failover: set while the next hop came from a DNS name with other targets and has
     /// not answered with a provisional above 100 (see [`ProxyCore::fail_over`]).
     failover: Option<Box<Failover>>,
+    /// Its Call-ID while it is in `by_dialog` (retransmitting a 2xx), so that forgetting it
+    /// removes that one entry instead of scanning the map.
+    dialog: Option<Box<str>>,
 }
 
 /// RFC 3263 failover (issue 15): what it takes to send the request again to the next target
@@ -821,6 +824,7 @@ impl ProxyCore {
             register,
             resolving: true,
             failover: None,
+            dialog: None,
         };
         self.by_key.insert(key, id);
         self.txs.insert(id, Box::new(tx));
@@ -1240,6 +1244,9 @@ impl ProxyCore {
                     .entry(call_id.to_string())
                     .or_default()
                     .push((cseq, id));
+                if let Some(tx) = self.txs.get_mut(&id) {
+                    tx.dialog = Some(call_id.into());
+                }
             }
         }
         let tx = self.txs.get_mut(&id).expect("present");
@@ -1572,6 +1579,7 @@ impl ProxyCore {
         entries.retain(|&(cseq, id)| match self.txs.get_mut(&id) {
             Some(tx) if which(cseq, tx) => {
                 tx.server.ack(&t, &mut Vec::new());
+                tx.dialog = None;
                 false
             }
             Some(_) => true,
@@ -1589,10 +1597,14 @@ impl ProxyCore {
             if let Some(d) = &tx.down {
                 self.by_branch.remove(&d.branch);
             }
-            self.by_dialog.retain(|_, v| {
-                v.retain(|&(_, t)| t != id);
-                !v.is_empty()
-            });
+            if let Some(call_id) = &tx.dialog {
+                if let Some(entries) = self.by_dialog.get_mut(&**call_id) {
+                    entries.retain(|&(_, t)| t != id);
+                    if entries.is_empty() {
+                        self.by_dialog.remove(&**call_id);
+                    }
+                }
+            }
         }
     }
 }
